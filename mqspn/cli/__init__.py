@@ -1,0 +1,28 @@
+"""The `mqspn` command line: one sub-module per subcommand, each with `register(subparsers)`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mqspn.cli import data, evaluate, predict, synth, train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mqspn",
+        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (data, synth, train, predict, evaluate):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        # Input problems are reported as one clear line, not a traceback.
+        print(f"mqspn {args.command}: error: {err}", file=sys.stderr)
+        return 2

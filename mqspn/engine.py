@@ -1,0 +1,73 @@
+"""One training epoch and one prediction pass. The engine owns backward, clipping and stepping."""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Iterable
+
+import torch
+from tqdm import tqdm
+
+from mqspn.batching import to_device
+from mqspn.config import ModelConfig
+from mqspn.model.decode import decode
+from mqspn.types import Entity
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss."""
+
+
+def loss_weights(cfg: ModelConfig) -> dict[str, float]:
+    return {"loss_type": cfg.loss_type, "loss_boundary": cfg.loss_boundary, "loss_region": cfg.loss_region}
+
+
+def weighted_total(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
+    """Sum every named loss (aux layers carry a `_<l>` suffix) times the weight of its base name."""
+    return sum(weights[name.rsplit("_", 1)[0] if name not in weights else name] * value for name, value in losses.items())
+
+
+def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, weights: dict[str, float],
+                    clip_norm: float, device: torch.device, epoch: int, progress: bool = True) -> dict[str, float]:
+    """-> mean of each named loss (last layer) and of the weighted total over the epoch."""
+    model.train()
+    sums: dict[str, float] = defaultdict(float)
+    steps = 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False, unit="batch")
+    for step, batch in enumerate(bar):
+        batch = to_device(batch, device)
+        losses = criterion(model(batch), batch["targets"])
+        total = weighted_total(losses, weights)
+        if not math.isfinite(total.item()):
+            detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({detail}); "
+                "lower train.lr or check the inputs of this batch: " + ", ".join(p.id for p in batch["posts"])
+            )
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if clip_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        optimizer.step()
+        scheduler.step()
+        steps += 1
+        sums["loss"] += total.item()
+        for name in weights:
+            sums[name] += losses[name].item()
+        bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}")
+    return {k: v / max(steps, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def predict_batches(model, loader: Iterable, device: torch.device, progress: bool = True,
+                    desc: str = "predict") -> dict[str, list[Entity]]:
+    """-> predicted entities per post id."""
+    model.eval()
+    predictions: dict[str, list[Entity]] = {}
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
+        outputs = model(to_device(batch, device))
+        decoded = decode(outputs, [len(p.words) for p in batch["posts"]], batch["regions"],
+                         model.config.types, model.config.max_span_words)
+        for post, entities in zip(batch["posts"], decoded):
+            predictions[post.id] = entities
+    return predictions

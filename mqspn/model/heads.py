@@ -1,0 +1,63 @@
+"""Multimodal set prediction (MSP) heads, shared by every QFNet layer."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mqspn.config import ModelConfig
+
+
+class PairScorer(nn.Module):
+    """S = ReLU(Q W_q + X W_x); logits = S w. q [B, u, h], x [B, m, h] -> [B, u, m]."""
+
+    def __init__(self, hidden: int, head: int, outputs: int) -> None:
+        super().__init__()
+        self.wq = nn.Linear(hidden, head)
+        self.wx = nn.Linear(hidden, head, bias=False)
+        self.w = nn.Linear(head, outputs)
+
+    def forward(self, q, x):
+        s = torch.relu(self.wq(q).unsqueeze(2) + self.wx(x).unsqueeze(1))
+        return self.w(s)
+
+
+class MSPHeads(nn.Module):
+    """Per-query span boundaries, region slot and type.
+
+    forward(q [B, u, h], text [B, n, h], text_pad [B, n], regions [B, k+1, h], region_pad [B, k+1]) ->
+      start_logits [B, u, n], end_logits [B, u, n]   (padding = -inf)
+      region_logits [B, u, k+1]                       (slot 0 = ungroundable; padding = -inf)
+      type_logits [B, u, p+1]                         (last class = null, "no entity")
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h = cfg.hidden_size
+        self.boundary = PairScorer(h, cfg.head_size, 2)
+        self.region = PairScorer(h, cfg.head_size, 1)
+        self.use_region = cfg.type_uses_region
+        parts = 4 if self.use_region else 3
+        self.wc = nn.Linear(h, h)
+        self.classify = nn.Sequential(nn.Linear(parts * h, h), nn.GELU(), nn.Linear(h, len(cfg.types) + 1))
+
+    @staticmethod
+    def _pool(logits, states):
+        # Sigmoid probabilities normalised over positions: a soft pointer into the text or regions.
+        probs = torch.sigmoid(logits)
+        probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-6)
+        return torch.einsum("bum,bmh->buh", probs, states)
+
+    def forward(self, q, text, text_pad, regions, region_pad) -> dict[str, torch.Tensor]:
+        neg = torch.finfo(q.dtype).min
+        boundary = self.boundary(q, text).masked_fill(text_pad[:, None, :, None], neg)
+        start, end = boundary[..., 0], boundary[..., 1]
+        region = self.region(q, regions)[..., 0].masked_fill(region_pad[:, None, :], neg)
+        parts = [self.wc(q), self._pool(start, text), self._pool(end, text)]
+        if self.use_region:
+            parts.append(self._pool(region, regions))
+        return {
+            "start_logits": start,
+            "end_logits": end,
+            "region_logits": region,
+            "type_logits": self.classify(torch.cat(parts, -1)),
+        }

@@ -1,0 +1,150 @@
+"""The MQSPN network: encoders -> multi-grained queries -> QFNet -> MSP heads on every layer."""
+from __future__ import annotations
+
+from typing import Hashable, Sequence
+
+import torch
+from torch import nn
+
+from mqspn.config import ModelConfig
+from mqspn.model.heads import MSPHeads
+from mqspn.model.qfnet import QFNet
+from mqspn.model.queries import QuerySet
+from mqspn.model.text_encoder import TextEncoder
+from mqspn.model.vision_encoder import build_vision_encoder
+
+
+class FrozenCache:
+    """Outputs of a frozen encoder by content key, so frozen text or crops are encoded only once."""
+
+    def __init__(self) -> None:
+        self.store: dict[Hashable, torch.Tensor] = {}
+
+    def get_or_compute(self, keys: Sequence[Hashable], compute) -> list[torch.Tensor]:
+        missing = [i for i, k in enumerate(keys) if k not in self.store]
+        if missing:
+            for i, value in zip(missing, compute(missing)):
+                self.store[keys[i]] = value.detach()
+        return [self.store[k] for k in keys]
+
+
+class MQSPN(nn.Module):
+    """forward(batch) -> {"layers": [per-layer head outputs], "text_pad": [B, n], "region_pad": [B, k+1]}.
+
+    Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
+    word_mask [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
+    text_keys / region_keys (content keys for the frozen caches).
+    """
+
+    def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = cfg
+        h = cfg.hidden_size
+        self.text_encoder = TextEncoder.build(cfg.text_encoder, cfg.tiny_text_hidden, pretrained=pretrained)
+        self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, h), nn.LayerNorm(h))
+        self.vision_encoder = build_vision_encoder(cfg.vision_encoder, h, pretrained=pretrained)
+        if self.vision_encoder is not None:
+            self.region_proj = nn.Sequential(nn.Linear(self.vision_encoder.hidden_size, h), nn.LayerNorm(h))
+        elif cfg.vision_encoder == "features":
+            self.region_proj = nn.Sequential(nn.Linear(cfg.feature_dim, h), nn.LayerNorm(h))
+        if cfg.ungroundable_slot == "learned" or self.vision_encoder is None:
+            # Feature and text-only modes have no image to blank out: the slot is learned.
+            self.ungroundable = nn.Parameter(torch.randn(h) * 0.02)
+        elif cfg.ungroundable_slot != "blank":
+            raise ValueError(f"ungroundable_slot={cfg.ungroundable_slot!r}: expected blank or learned")
+        self.queries = QuerySet(cfg, self.text_encoder.hidden_size)
+        if pretrained:
+            self.queries.compute_prompts(self.text_encoder, cfg)
+        self.qfnet = QFNet(cfg)
+        self.heads = MSPHeads(cfg)
+        self._caches = {"text": FrozenCache(), "vision": FrozenCache()}
+        self.frozen = False
+
+    # -- freezing -----------------------------------------------------------------------------------
+    def pretrained_encoders(self) -> dict[str, nn.Module]:
+        encoders = {"text": self.text_encoder}
+        if self.vision_encoder is not None and self.vision_encoder.pretrained:
+            encoders["vision"] = self.vision_encoder
+        return encoders
+
+    def set_encoders_frozen(self, frozen: bool) -> None:
+        """Freeze (or release) the pretrained encoders. Frozen encoders run in eval mode and are cached."""
+        for name, module in self.pretrained_encoders().items():
+            module.requires_grad_(not frozen)
+            self._caches[name] = FrozenCache()
+        self.frozen = frozen
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            for module in self.pretrained_encoders().values():
+                module.eval()  # no dropout in a frozen encoder: its cached outputs must be deterministic
+        return self
+
+    # -- encoding -----------------------------------------------------------------------------------
+    def _encode_text(self, batch) -> torch.Tensor:
+        n = batch["word_mask"].shape[1]
+        args = (batch["input_ids"], batch["attention_mask"], batch["word_index"])
+        if not (self.frozen and "text" in self.pretrained_encoders()):
+            return self.text_encoder(*args, n)
+
+        def compute(rows):
+            with torch.no_grad():
+                out = self.text_encoder(*(a[rows] for a in args), n)
+            return [out[j, : int(batch["word_mask"][i].sum())] for j, i in enumerate(rows)]
+
+        states = self._caches["text"].get_or_compute(batch["text_keys"], compute)
+        padded = states[0].new_zeros(len(states), n, states[0].shape[-1])
+        for i, s in enumerate(states):
+            padded[i, : len(s)] = s
+        return padded
+
+    def _encode_regions(self, batch) -> torch.Tensor:
+        """-> [R, h] for all regions of the batch, in order."""
+        if self.config.vision_encoder == "features":
+            return self.region_proj(batch["region_features"])
+        crops = batch["crops"]
+        if not (self.frozen and "vision" in self.pretrained_encoders()):
+            return self.region_proj(self.vision_encoder(crops)) if len(crops) else crops.new_zeros(0, self.config.hidden_size, dtype=torch.float)
+        bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
+
+        def compute(rows):
+            with torch.no_grad():
+                return [self.vision_encoder(crops[bounds[i]: bounds[i + 1]]) if bounds[i + 1] > bounds[i]
+                        else crops.new_zeros(0, self.vision_encoder.hidden_size, dtype=torch.float) for i in rows]
+
+        encoded = self._caches["vision"].get_or_compute(batch["region_keys"], compute)
+        return self.region_proj(torch.cat(encoded, 0))
+
+    def _ungroundable_slot(self) -> torch.Tensor:
+        """-> [h]: slot 0, the encoding of a blank (white) image or a learned vector."""
+        if hasattr(self, "ungroundable"):
+            return self.ungroundable
+        size = self.config.crop_size if not hasattr(self.vision_encoder, "image_size") else self.vision_encoder.image_size
+        blank = torch.full((1, 3, size, size), 255, dtype=torch.uint8, device=self.text_proj[0].weight.device)
+        return self.region_proj(self.vision_encoder(blank))[0]
+
+    def _region_states(self, batch, batch_size: int):
+        counts = list(batch["region_counts"])
+        k = max(counts, default=0)
+        slot0 = self._ungroundable_slot()
+        regions = slot0.new_zeros(batch_size, k + 1, slot0.shape[-1])
+        regions[:, 0] = slot0
+        if sum(counts):
+            flat = self._encode_regions(batch)
+            offset = 0
+            for i, c in enumerate(counts):
+                regions[i, 1 : c + 1] = flat[offset : offset + c]
+                offset += c
+        pad = torch.arange(k + 1, device=regions.device)[None, :] > torch.tensor(counts, device=regions.device)[:, None]
+        return regions, pad
+
+    def forward(self, batch) -> dict:
+        b = batch["word_mask"].shape[0]
+        text = self.text_proj(self._encode_text(batch))
+        text_pad = ~batch["word_mask"]
+        regions, region_pad = self._region_states(batch, b)
+        query_states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
+        layers = [self.heads(q, text, text_pad, regions, region_pad) for q in query_states]
+        return {"layers": layers, "text_pad": text_pad, "region_pad": region_pad}

@@ -1,0 +1,262 @@
+"""A training run: data, model, optimiser and schedule from a `Config`, epochs, dev selection, test once.
+
+Run directory:
+  config.yaml          the resolved configuration
+  meta.json            git commit, library versions, dataset file hashes, seed
+  metrics.jsonl        one line per epoch: mean losses, dev P/R/F1 (GMNER, MNER, EEG), best so far
+  last/                model directory + training_state.pt (optimizer, scheduler, RNG, epoch): --resume
+  best/                model directory of the best dev GMNER F1 epoch
+  test_metrics.json    test scores of best/ (computed once, after the last epoch)
+  test_predictions.jsonl
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from mqspn import checkpoint
+from mqspn.batching import ExampleBuilder, PostDataset, collate
+from mqspn.config import Config, load_config
+from mqspn.data.datasets import dataset_types, read_split, split_file
+from mqspn.engine import loss_weights, predict_batches, train_one_epoch
+from mqspn.metric import score
+from mqspn.model.criterion import SetCriterion
+from mqspn.model.matcher import HungarianMatcher
+from mqspn.model.mqspn import MQSPN
+from mqspn.model.vision_encoder import crop_size_for
+from mqspn.predictions import write_predictions
+
+
+def resolve(root: str, value: Optional[str]) -> Optional[Path]:
+    """A data path: absolute as given, else relative to the dataset root."""
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def build_builder(cfg: Config, model: MQSPN) -> ExampleBuilder:
+    """The example builder for a dataset config and a model (region mode, crops, proposal source)."""
+    from mqspn.proposals import VinvlProposals
+
+    mode = cfg.data.regions
+    wants = {"crops": ("cnn", "clip:"), "features": ("features",), "none": ("none",)}.get(mode)
+    if wants is None:
+        raise ValueError(f"data.regions={mode!r}: expected crops, features or none")
+    if not model.config.vision_encoder.startswith(wants):
+        raise ValueError(f"data.regions={mode} does not fit model.vision_encoder={model.config.vision_encoder} "
+                         f"(use one of {', '.join(w.rstrip(':') for w in wants)})")
+    proposals = None
+    if mode != "none":
+        folder = resolve(cfg.data.root, cfg.data.proposals)
+        if folder is None or not folder.is_dir():
+            raise FileNotFoundError(f"proposal folder {folder} not found (data.proposals); "
+                                    "download the VinVL proposals or train text-only with data.regions=none")
+        proposals = VinvlProposals(folder, model.config.top_k, with_features=mode == "features")
+    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode,
+                          crop_size_for(model.config.vision_encoder, model.config.crop_size),
+                          proposals, resolve(cfg.data.root, cfg.data.images))
+
+
+def read_posts(cfg: Config, split: str):
+    return read_split(cfg.data.root, split, cfg.data.format, cfg.data.granularity, resolve(cfg.data.root, cfg.data.xml_dir))
+
+
+def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None):
+    return torch.utils.data.DataLoader(PostDataset(posts, builder), batch_size=batch_size, shuffle=shuffle,
+                                       generator=generator, collate_fn=collate)
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_hashes(cfg: Config) -> dict[str, str]:
+    hashes = {}
+    for split in ("train", "dev", "test"):
+        path = split_file(cfg.data.root, split, cfg.data.format)
+        if path.is_file():
+            hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def make_optimizer(model: MQSPN, cfg: Config):
+    encoder_ids = {id(p) for m in model.pretrained_encoders().values() for p in m.parameters()}
+    groups = [
+        {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": cfg.train.lr},
+        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr": cfg.train.encoder_lr},
+    ]
+    return torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay)
+
+
+def make_scheduler(optimizer, total_steps: int, warmup: float):
+    warm = max(1, int(round(warmup * total_steps)))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_config(cfg: Config) -> Config:
+    """Fill the types from the training split when the config leaves them empty."""
+    if cfg.model.types:
+        return cfg
+    types = dataset_types(read_posts(cfg, "train"))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, types=types))
+
+
+class Run:
+    """Train `cfg` into `out`; `Run.resume(out)` continues an interrupted run exactly."""
+
+    def __init__(self, cfg: Config, out: str | Path, resume_state: Optional[dict] = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        seed_everything(cfg.train.seed)
+        self.model = MQSPN(cfg.model).to(self.device)
+        self.builder = build_builder(cfg, self.model)
+        train_posts = read_posts(cfg, "train")
+        if cfg.train.max_train_posts > 0:
+            train_posts = train_posts[: cfg.train.max_train_posts]
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.train_loader = loader(train_posts, self.builder, cfg.train.batch_size, True, self.generator)
+        self.dev_posts = read_posts(cfg, "dev")
+        self.dev_loader = loader(self.dev_posts, self.builder, cfg.train.eval_batch_size, False)
+        self.criterion = SetCriterion(len(cfg.model.types), HungarianMatcher(
+            cfg.model.cost_type, cfg.model.cost_boundary, cfg.model.cost_region, cfg.model.bipartite_matching),
+            cfg.model.null_weight, cfg.model.max_targets).to(self.device)
+        self.optimizer = make_optimizer(self.model, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
+        self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    @classmethod
+    def start(cls, cfg: Config, out: str | Path) -> "Run":
+        out = Path(out)
+        if (out / "metrics.jsonl").exists():
+            raise ValueError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+        cfg = prepare_config(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg.save(out / "config.yaml")
+        meta = {"git_commit": git_commit(), "versions": checkpoint.library_versions(), "seed": cfg.train.seed,
+                "dataset_files": file_hashes(cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        return cls(cfg, out)
+
+    @classmethod
+    def resume(cls, out: str | Path) -> "Run":
+        out = Path(out)
+        cfg = load_config(out / "config.yaml")
+        return cls(cfg, out, checkpoint.load_training_state(out / "last"))
+
+    def _restore(self, state: dict) -> None:
+        weights = checkpoint.from_pretrained(self.out / "last", self.device).state_dict()
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        set_rng_state(state["rng"])
+        self.epoch, self.best = state["epoch"], state["best"]
+        # Epoch lines written after the saved state (a kill between the two writes) are dropped.
+        lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
+        (self.out / "metrics.jsonl").write_text("".join(l + "\n" for l in lines[: self.epoch]))
+
+    def frozen_at(self, epoch: int) -> bool:
+        f = self.cfg.train.freeze_epochs
+        return f < 0 or epoch < f
+
+    def run(self) -> dict:
+        progress = self.cfg.train.progress
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            start = time.time()
+            self.model.set_encoders_frozen(self.frozen_at(epoch))
+            losses = train_one_epoch(self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler,
+                                     loss_weights(self.cfg.model), self.cfg.train.clip_norm, self.device, epoch, progress)
+            dev = score(self.dev_posts, predict_batches(self.model, self.dev_loader, self.device, progress, "dev"))
+            improved = dev["gmner"]["f1"] > self.best["gmner_f1"]
+            if improved:
+                self.best = {"epoch": epoch + 1, "gmner_f1": dev["gmner"]["f1"]}
+                checkpoint.save_pretrained(self.model, self.out / "best", card=self._card(dev))
+            record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
+                      **{f"dev_{task}_{m}": dev[task][m] for task in ("gmner", "mner", "eeg") for m in ("precision", "recall", "f1")},
+                      "best_epoch": self.best["epoch"], "seconds": round(time.time() - start, 1)}
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            self.epoch = epoch + 1
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "generator": self.generator.get_state(), "rng": rng_state(), "epoch": self.epoch, "best": self.best}
+            checkpoint.save_pretrained(self.model, self.out / "last", card=self._card(dev), training_state=state)
+            if progress:
+                print(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {losses['loss']:.4f}  dev GMNER F1 "
+                      f"{dev['gmner']['f1']:.2f}  MNER {dev['mner']['f1']:.2f}  EEG {dev['eeg']['f1']:.2f}"
+                      f"{'  (best)' if improved else ''}  {record['seconds']}s", flush=True)
+        return self.test()
+
+    def _card(self, dev: dict) -> dict:
+        return {"dataset": self.cfg.data.root, "training": dataclasses.asdict(self.cfg.train),
+                "dev scores (this checkpoint)": {t: dev[t]["f1"] for t in ("gmner", "mner", "eeg")}}
+
+    def test(self) -> dict:
+        """Score the test split once, with the best-dev checkpoint."""
+        best = checkpoint.from_pretrained(self.out / "best", self.device)
+        test_posts = read_posts(self.cfg, "test")
+        preds = predict_batches(best, loader(test_posts, self.builder, self.cfg.train.eval_batch_size, False),
+                                self.device, self.cfg.train.progress, "test")
+        write_predictions(self.out / "test_predictions.jsonl", ((p.id, preds.get(p.id, [])) for p in test_posts))
+        result = {"best_epoch": self.best["epoch"], "dev_gmner_f1": self.best["gmner_f1"], **score(test_posts, preds)}
+        (self.out / "test_metrics.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def train_seeds(cfg: Config, out: str | Path, seeds: list[int]) -> dict:
+    """One run per seed under `out/seed-<s>`; `out/summary.json` holds mean and std of the test scores."""
+    if not seeds:
+        raise ValueError("no seeds given")
+    out = Path(out)
+    results = {}
+    for seed in seeds:
+        run_dir = out / f"seed-{seed}"
+        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        run = Run.resume(run_dir) if (run_dir / "last" / checkpoint.TRAINING_STATE).exists() else Run.start(seeded, run_dir)
+        results[seed] = run.run()
+    summary: dict = {"seeds": seeds}
+    for task in ("gmner", "mner", "eeg"):
+        summary[task] = {}
+        for m in ("precision", "recall", "f1"):
+            values = np.array([results[s][task][m] for s in seeds])
+            summary[task][m] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                                "values": values.tolist()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
