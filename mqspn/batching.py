@@ -136,9 +136,21 @@ class PostDataset(torch.utils.data.Dataset):
         return self._cache[i]
 
 
+def pad_region_targets(target: dict[str, torch.Tensor], slots: int) -> dict[str, torch.Tensor]:
+    """Widen a post's region targets [m, k_i+1] to the batch's [m, slots] with zeros (padding slots)."""
+    regions = target["regions"]
+    if regions.shape[1] == slots:
+        return target
+    return dict(target, regions=torch.nn.functional.pad(regions, (0, slots - regions.shape[1])))
+
+
 def collate(examples: Sequence[Example]) -> dict:
-    """-> batch dict (see `mqspn.model.mqspn.MQSPN.forward`), plus `targets`, `posts`, `regions`."""
+    """-> batch dict (see `mqspn.model.mqspn.MQSPN.forward`), plus `targets`, `posts`, `regions`.
+
+    Region targets are padded to the batch's k_max + 1 slots, so posts with fewer proposals batch too.
+    """
     b = len(examples)
+    k_max = max(len(e.regions) for e in examples)
     length = max(len(e.input_ids) for e in examples)
     n = max(len(e.post.words) for e in examples)
     input_ids = torch.zeros(b, length, dtype=torch.int64)
@@ -158,7 +170,7 @@ def collate(examples: Sequence[Example]) -> dict:
         "region_counts": [len(e.regions) for e in examples],
         "text_keys": [tuple(e.post.words) for e in examples],
         "region_keys": [(e.post.image, tuple(r.box for r in e.regions)) for e in examples],
-        "targets": [e.target for e in examples],
+        "targets": [pad_region_targets(e.target, k_max + 1) for e in examples],
         "posts": [e.post for e in examples],
         "regions": [e.regions for e in examples],
     }

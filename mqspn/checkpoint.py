@@ -98,7 +98,7 @@ def read_model_config(directory: str | Path) -> ModelConfig:
         raw = json.loads(path.read_text())
         fields = {f.name for f in dataclasses.fields(ModelConfig)}
         return ModelConfig(**{k: v for k, v in raw["model"].items() if k in fields})
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a valid mqspn model config ({err})") from None
 
 
@@ -120,7 +120,11 @@ def from_pretrained(directory: str | Path, device: str | torch.device = "cpu"):
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as err:
         raise ValueError(f"{weights} is corrupt or truncated ({err}); re-copy or re-train the model") from None
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # tensors of another shape than the configuration builds
+        raise ValueError(f"{weights} does not fit the configuration in {directory / 'config.json'}: "
+                         f"{str(err).splitlines()[-1].strip()}") from None
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(f"{weights} does not fit the configuration in {directory / 'config.json'}: "
                          f"missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]}")

@@ -5,11 +5,29 @@ checkpoint (`config.json`), so a model directory is self-describing.
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional
 
 import yaml
+
+
+def check_types(obj, where: str) -> None:
+    """ValueError naming the key when a value has the wrong type (YAML and JSON carry any type)."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value, hint = getattr(obj, f.name), hints[f.name]
+        allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) if typing.get_origin(hint) is typing.Union else (hint,)
+        allowed = tuple(typing.get_origin(t) or t for t in allowed)
+        if value is None and type(None) in typing.get_args(hint):
+            continue
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            ok = True
+        if not ok:
+            names = " or ".join(t.__name__ for t in allowed)
+            raise ValueError(f"{where}: {f.name}={value!r} should be {names}")
 
 
 @dataclass
@@ -23,6 +41,9 @@ class DataConfig:
     images: Optional[str] = "images"  # relative to root, or absolute; used by regions=crops
     proposals: Optional[str] = "proposals"  # folder of VinVL-style <image>.npz files
     regions: str = "crops"  # crops (encode each crop) | features (detector box_features) | none (text only)
+
+    def __post_init__(self) -> None:
+        check_types(self, "data")
 
 
 @dataclass
@@ -47,6 +68,7 @@ class ModelConfig:
     tiny_text_hidden: int = 32  # size of the random-init text encoder used by tests
     # Paper-vs-code choices (spec section 3), each switchable.
     type_uses_region: bool = True  # classification features include P_r V (paper) or not (released code)
+    bilinear_scores: bool = False  # add a bilinear query-candidate term to the boundary/region scores
     # Ablations (paper Table 3).
     use_type_queries: bool = True
     learnable_queries: bool = True
@@ -62,8 +84,15 @@ class ModelConfig:
     loss_boundary: float = 1.0
     loss_region: float = 1.0
     null_weight: float = 0.1
+    region_loss: str = "bce"  # bce over the k+1 slots (paper) | softmax (slots compete; multi-positive CE)
     max_targets: int = 0  # replicate the gold set up to this many targets (0: no replication)
     max_span_words: int = 12  # decoding: longest span considered
+
+    def __post_init__(self) -> None:
+        check_types(self, "model")
+        for name, allowed in (("region_loss", ("bce", "softmax")), ("ungroundable_slot", ("blank", "learned"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model.{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
 
 
 @dataclass
@@ -80,6 +109,9 @@ class TrainConfig:
     seed: int = 47
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self, "train")
 
 
 @dataclass
@@ -114,6 +146,14 @@ def _build(cls, raw: Optional[dict], where: str):
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; known keys: {sorted(names)}")
     return cls(**raw)
+
+
+def resolve(root: str, value: Optional[str]) -> Optional[Path]:
+    """A data path of the config: absolute as given, else relative to the dataset root."""
+    if value is None:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else Path(root) / path
 
 
 def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 from mqspn.batching import to_device
 from mqspn.config import ModelConfig
 from mqspn.model.decode import decode
+from mqspn.model.matcher import NonFiniteOutputError
 from mqspn.types import Entity
 
 
@@ -36,10 +37,14 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, we
     bar = tqdm(loader, desc=f"epoch {epoch + 1}", disable=not progress, leave=False, unit="batch")
     for step, batch in enumerate(bar):
         batch = to_device(batch, device)
-        losses = criterion(model(batch), batch["targets"])
-        total = weighted_total(losses, weights)
-        if not math.isfinite(total.item()):
+        try:
+            losses = criterion(model(batch), batch["targets"])
+            total = weighted_total(losses, weights)
+            finite = math.isfinite(total.item())
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+        except NonFiniteOutputError as err:  # NaN scores stop the matcher before any loss exists
+            finite, detail = False, str(err)
+        if not finite:
             raise NonFiniteLossError(
                 f"non-finite loss at epoch {epoch + 1}, step {step + 1} ({detail}); "
                 "lower train.lr or check the inputs of this batch: " + ", ".join(p.id for p in batch["posts"])

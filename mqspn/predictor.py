@@ -15,7 +15,6 @@ from PIL import Image
 from mqspn import checkpoint
 from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
 from mqspn.engine import predict_batches
-from mqspn.model.vision_encoder import crop_size_for
 from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box
 
@@ -45,8 +44,8 @@ class Predictor:
 
     def builder(self, proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None) -> ExampleBuilder:
         cfg = self.model.config
-        return ExampleBuilder(self.model.text_encoder.tokenize, cfg.types, self.mode,
-                              crop_size_for(cfg.vision_encoder, cfg.crop_size), proposals, image_dir)
+        return ExampleBuilder(self.model.text_encoder.tokenize, cfg.types, self.mode, self.model.crop_size,
+                              proposals, image_dir)
 
     def _regions(self, proposals: ProposalsArg, image_name: str) -> list[Region]:
         k = self.model.config.top_k

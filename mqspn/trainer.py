@@ -25,23 +25,14 @@ import torch
 
 from mqspn import checkpoint
 from mqspn.batching import ExampleBuilder, PostDataset, collate
-from mqspn.config import Config, load_config
+from mqspn.config import Config, ModelConfig, load_config, resolve
 from mqspn.data.datasets import dataset_types, read_split, split_file
 from mqspn.engine import loss_weights, predict_batches, train_one_epoch
 from mqspn.metric import score
 from mqspn.model.criterion import SetCriterion
 from mqspn.model.matcher import HungarianMatcher
 from mqspn.model.mqspn import MQSPN
-from mqspn.model.vision_encoder import crop_size_for
 from mqspn.predictions import write_predictions
-
-
-def resolve(root: str, value: Optional[str]) -> Optional[Path]:
-    """A data path: absolute as given, else relative to the dataset root."""
-    if value is None:
-        return None
-    path = Path(value)
-    return path if path.is_absolute() else Path(root) / path
 
 
 def seed_everything(seed: int) -> None:
@@ -78,8 +69,7 @@ def build_builder(cfg: Config, model: MQSPN) -> ExampleBuilder:
             raise FileNotFoundError(f"proposal folder {folder} not found (data.proposals); "
                                     "download the VinVL proposals or train text-only with data.regions=none")
         proposals = VinvlProposals(folder, model.config.top_k, with_features=mode == "features")
-    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode,
-                          crop_size_for(model.config.vision_encoder, model.config.crop_size),
+    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size,
                           proposals, resolve(cfg.data.root, cfg.data.images))
 
 
@@ -137,6 +127,12 @@ def prepare_config(cfg: Config) -> Config:
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, types=types))
 
 
+def build_criterion(cfg: ModelConfig) -> SetCriterion:
+    softmax = cfg.region_loss == "softmax"
+    matcher = HungarianMatcher(cfg.cost_type, cfg.cost_boundary, cfg.cost_region, cfg.bipartite_matching, softmax)
+    return SetCriterion(len(cfg.types), matcher, cfg.null_weight, cfg.max_targets, softmax)
+
+
 class Run:
     """Train `cfg` into `out`; `Run.resume(out)` continues an interrupted run exactly."""
 
@@ -153,9 +149,7 @@ class Run:
         self.train_loader = loader(train_posts, self.builder, cfg.train.batch_size, True, self.generator)
         self.dev_posts = read_posts(cfg, "dev")
         self.dev_loader = loader(self.dev_posts, self.builder, cfg.train.eval_batch_size, False)
-        self.criterion = SetCriterion(len(cfg.model.types), HungarianMatcher(
-            cfg.model.cost_type, cfg.model.cost_boundary, cfg.model.cost_region, cfg.model.bipartite_matching),
-            cfg.model.null_weight, cfg.model.max_targets).to(self.device)
+        self.criterion = build_criterion(cfg.model).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
         self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}

@@ -14,6 +14,7 @@ from mqspn.data.datasets import SPLITS, read_split
 from mqspn.data.voc import read_voc
 from mqspn.synth import build_world, generate
 from mqspn.synth.render import CLASSES
+from mqspn.synth.world import ENTITIES_PER_TYPE
 
 NPZ_KEYS = {
     "num_boxes", "image_h", "image_w", "bounding_boxes", "box_features", "scores", "objects", "attr_obj",
@@ -142,7 +143,7 @@ def test_world_senses_and_same_type_entities_look_different():
         assert len({e.look for e in senses}) == len(senses)
     for type_ in ("PER", "LOC", "ORG", "OTHER"):
         colours = [(e.look.fill, e.look.mark) for e in world.of_type(type_)]
-        assert len(set(colours)) == len(colours) >= 40
+        assert len(set(colours)) == len(colours) >= ENTITIES_PER_TYPE[type_]
 
 
 def test_refuses_foreign_or_existing_output_unless_forced(tmp_path):

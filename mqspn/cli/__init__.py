@@ -26,3 +26,4 @@ def main(argv: list[str] | None = None) -> int:
         # Input problems are reported as one clear line, not a traceback.
         print(f"mqspn {args.command}: error: {err}", file=sys.stderr)
         return 2
+

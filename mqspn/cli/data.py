@@ -95,8 +95,7 @@ def add_check(actions: argparse._SubParsersAction) -> None:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from mqspn.config import Config, apply_override, load_config
-    from mqspn.trainer import resolve
+    from mqspn.config import Config, apply_override, load_config, resolve
 
     if args.config:
         cfg = load_config(args.config, args.overrides)

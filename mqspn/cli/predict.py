@@ -48,20 +48,26 @@ def predict_one(predictor, args: argparse.Namespace) -> int:
     from mqspn.batching import load_image
     from mqspn.draw import draw_entities
     from mqspn.predictions import entity_to_json
-    from mqspn.proposals import SelectiveSearch
+    from mqspn.proposals import BoxesJson, SelectiveSearch
 
     given = [x for x in (args.proposals, args.boxes, args.proposer) if x]
     if len(given) > 1:
         raise ValueError("give only one of --proposals, --boxes and --proposer")
-    proposals = args.proposals or args.boxes
-    if args.proposer:
-        proposals = SelectiveSearch(None, predictor.model.config.top_k)
     if predictor.mode != "none" and args.image and not given:
         raise ValueError("no candidate regions: give --proposals FILE.npz, --boxes FILE.json or "
                          "--proposer selective-search (pip install opencv-contrib-python-headless)")
     image = load_image(Path(args.image)) if args.image else None
-    if args.proposer:
-        proposals = proposals.propose(image) if image is not None else None
+    top_k = predictor.model.config.top_k
+    proposals = args.proposals  # the .npz path; the predictor reads it
+    if args.boxes:
+        if image is None:
+            raise ValueError("--boxes needs --image")
+        # A per-image boxes file is looked up by the image's file name.
+        proposals = BoxesJson(args.boxes, top_k).regions(Path(args.image).name)
+    elif args.proposer:
+        if image is None:
+            raise ValueError("--proposer needs --image")
+        proposals = SelectiveSearch(None, top_k).propose(image)
     post = predictor.predict(args.text, image=image, proposals=proposals)
     print(json.dumps({"words": post.words, "entities": [
         {"text": e.text(post.words), **entity_to_json(e)} for e in post.entities]}, indent=2))

@@ -20,10 +20,12 @@ class SetCriterion(torch.nn.Module):
     """forward(outputs, targets) -> {"loss_type", "loss_boundary", "loss_region"} for the last layer and
     the same names suffixed `_<l>` for every earlier QFNet layer (deep supervision)."""
 
-    def __init__(self, num_types: int, matcher: HungarianMatcher, null_weight: float = 0.1, max_targets: int = 0) -> None:
+    def __init__(self, num_types: int, matcher: HungarianMatcher, null_weight: float = 0.1, max_targets: int = 0,
+                 region_softmax: bool = False) -> None:
         super().__init__()
         self.matcher = matcher
         self.max_targets = max_targets
+        self.region_softmax = region_softmax
         weight = torch.ones(num_types + 1)
         weight[-1] = null_weight
         self.register_buffer("type_weight", weight)
@@ -48,16 +50,26 @@ class SetCriterion(torch.nn.Module):
         qi = torch.tensor([r[1] for r in rows], device=type_logits.device)
         text_valid = ~outputs["text_pad"][bi]  # [M, n]
         region_valid = ~outputs["region_pad"][bi]  # [M, k+1]
-        n, k1 = text_valid.shape[1], region_valid.shape[1]
+        n = text_valid.shape[1]
         start_t = F.one_hot(torch.cat(starts), n).float()
         end_t = F.one_hot(torch.cat(ends), n).float()
-        region_t = torch.cat([r[:, :k1] for r in regions]).float()
+        region_t = torch.cat(regions).float()
         loss_boundary = (
             self._masked_bce(outputs["start_logits"][bi, qi], start_t, text_valid)
             + self._masked_bce(outputs["end_logits"][bi, qi], end_t, text_valid)
         )
-        loss_region = self._masked_bce(outputs["region_logits"][bi, qi], region_t, region_valid)
+        if self.region_softmax:
+            loss_region = self._multi_positive_ce(outputs["region_logits"][bi, qi], region_t, region_valid)
+        else:
+            loss_region = self._masked_bce(outputs["region_logits"][bi, qi], region_t, region_valid)
         return {"loss_type": loss_type, "loss_boundary": loss_boundary, "loss_region": loss_region}
+
+    @staticmethod
+    def _multi_positive_ce(logits, target, valid):
+        """-log of the softmax mass on the positive slots: the slots compete, as argmax decoding does."""
+        logits = logits.float().masked_fill(~valid, float("-inf"))
+        positive = logits.masked_fill(target <= 0, float("-inf"))
+        return (torch.logsumexp(logits, -1) - torch.logsumexp(positive, -1)).mean()
 
     @staticmethod
     def _masked_bce(logits, target, valid):

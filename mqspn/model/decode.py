@@ -8,13 +8,17 @@ import torch
 from mqspn.types import Entity, Region
 
 
-def best_span(start_p: torch.Tensor, end_p: torch.Tensor, n: int, max_len: int) -> tuple[int, int]:
-    """argmax over start <= end < start + max_len of P_start * P_end, within the first n words."""
-    joint = start_p[:n, None] * end_p[None, :n]
+def best_spans(start_p: torch.Tensor, end_p: torch.Tensor, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query, argmax over start <= end < start + max_len of P_start * P_end.
+
+    start_p, end_p: [u, n] (the post's n real words) -> starts [u], ends [u].
+    """
+    u, n = start_p.shape
+    joint = start_p[:, :, None] * end_p[:, None, :]  # [u, n, n]
     idx = torch.arange(n)
     allowed = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < max_len)
-    flat = torch.where(allowed, joint, torch.full_like(joint, -1.0)).argmax()
-    return int(flat // n), int(flat % n)
+    flat = joint.masked_fill(~allowed, -1.0).reshape(u, n * n).argmax(-1)
+    return flat // n, flat % n
 
 
 @torch.no_grad()
@@ -35,9 +39,10 @@ def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[R
     for b, n in enumerate(num_words):
         candidates = []
         score, cls = type_p[b].max(-1)
-        for q in torch.nonzero(cls != null).flatten().tolist():
-            s, e = best_span(start_p[b, q], end_p[b, q], n, max_span_words)
-            slot = int(region[b, q, : len(regions[b]) + 1].argmax())
+        keep = torch.nonzero(cls != null).flatten()
+        starts, ends = best_spans(start_p[b, keep, :n], end_p[b, keep, :n], max_span_words)
+        slots = region[b, keep, : len(regions[b]) + 1].argmax(-1)
+        for q, s, e, slot in zip(keep.tolist(), starts.tolist(), ends.tolist(), slots.tolist()):
             boxes = [regions[b][slot - 1].box] if slot > 0 else []
             candidates.append(Entity(s, e, types[int(cls[q])], boxes=boxes, score=float(score[q])))
         candidates.sort(key=lambda ent: -ent.score)

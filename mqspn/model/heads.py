@@ -8,17 +8,32 @@ from mqspn.config import ModelConfig
 
 
 class PairScorer(nn.Module):
-    """S = ReLU(Q W_q + X W_x); logits = S w. q [B, u, h], x [B, m, h] -> [B, u, m]."""
+    """S = ReLU(Q W_q + X W_x); logits = S w (+ (Q U_q) . (X U_x) / sqrt(head) when `bilinear`).
 
-    def __init__(self, hidden: int, head: int, outputs: int) -> None:
+    q [B, u, h], x [B, m, h] -> [B, u, m, outputs]. The additive form is the paper's. Its query-candidate
+    interaction only arises through the ReLU and is learnt slowly from scratch; the optional bilinear
+    term scores the match directly (`ModelConfig.bilinear_scores`).
+    """
+
+    def __init__(self, hidden: int, head: int, outputs: int, bilinear: bool = False) -> None:
         super().__init__()
         self.wq = nn.Linear(hidden, head)
         self.wx = nn.Linear(hidden, head, bias=False)
         self.w = nn.Linear(head, outputs)
+        if bilinear:
+            self.uq = nn.Linear(hidden, head * outputs)
+            self.ux = nn.Linear(hidden, head * outputs, bias=False)
+        self.bilinear, self.outputs, self.scale = bilinear, outputs, head ** -0.5
 
     def forward(self, q, x):
         s = torch.relu(self.wq(q).unsqueeze(2) + self.wx(x).unsqueeze(1))
-        return self.w(s)
+        logits = self.w(s)
+        if self.bilinear:
+            b, u, m = q.shape[0], q.shape[1], x.shape[1]
+            uq = self.uq(q).view(b, u, self.outputs, -1)
+            ux = self.ux(x).view(b, m, self.outputs, -1)
+            logits = logits + torch.einsum("bukd,bmkd->bumk", uq, ux) * self.scale
+        return logits
 
 
 class MSPHeads(nn.Module):
@@ -33,8 +48,8 @@ class MSPHeads(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         h = cfg.hidden_size
-        self.boundary = PairScorer(h, cfg.head_size, 2)
-        self.region = PairScorer(h, cfg.head_size, 1)
+        self.boundary = PairScorer(h, cfg.head_size, 2, cfg.bilinear_scores)
+        self.region = PairScorer(h, cfg.head_size, 1, cfg.bilinear_scores)
         self.use_region = cfg.type_uses_region
         parts = 4 if self.use_region else 3
         self.wc = nn.Linear(h, h)

@@ -5,6 +5,10 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 
+class NonFiniteOutputError(ArithmeticError):
+    """The model produced NaN or infinite scores, so there is nothing to match (training diverged)."""
+
+
 class HungarianMatcher:
     """Per post, the assignment minimising -(w_c p_type + w_b (P_start + P_end) + w_r P_region).
 
@@ -16,19 +20,20 @@ class HungarianMatcher:
     """
 
     def __init__(self, cost_type: float = 1.0, cost_boundary: float = 1.0, cost_region: float = 1.0,
-                 bipartite: bool = True) -> None:
+                 bipartite: bool = True, region_softmax: bool = False) -> None:
         self.w_type, self.w_boundary, self.w_region = cost_type, cost_boundary, cost_region
         self.bipartite = bipartite
+        self.region_softmax = region_softmax  # region probabilities as trained: softmax over slots or sigmoid
 
     def cost(self, outputs: dict, b: int, target: dict) -> torch.Tensor:
         """Cost matrix [u, m] of post b."""
         p_type = outputs["type_logits"][b].float().softmax(-1)[:, target["types"]]
         p_start = torch.sigmoid(outputs["start_logits"][b].float())[:, target["starts"]]
         p_end = torch.sigmoid(outputs["end_logits"][b].float())[:, target["ends"]]
-        p_region = torch.sigmoid(outputs["region_logits"][b].float())  # [u, k+1]
-        regions = target["regions"][:, : p_region.shape[1]]
+        region_logits = outputs["region_logits"][b].float()  # [u, k+1]
+        p_region = region_logits.softmax(-1) if self.region_softmax else torch.sigmoid(region_logits)
         # Best probability among the slots that count as the entity's region.
-        p_reg = (p_region.unsqueeze(1) * regions.unsqueeze(0)).amax(-1)
+        p_reg = (p_region.unsqueeze(1) * target["regions"].unsqueeze(0)).amax(-1)
         return -(self.w_type * p_type + self.w_boundary * (p_start + p_end) + self.w_region * p_reg)
 
     @torch.no_grad()
@@ -44,6 +49,9 @@ class HungarianMatcher:
                 idx = torch.arange(min(u, m), dtype=torch.int64)
                 indices.append((idx, idx))
             else:
-                rows, cols = linear_sum_assignment(self.cost(outputs, b, target).cpu().numpy())
+                cost = self.cost(outputs, b, target)
+                if not torch.isfinite(cost).all():
+                    raise NonFiniteOutputError(f"non-finite prediction scores for post {b} of the batch")
+                rows, cols = linear_sum_assignment(cost.cpu().numpy())
                 indices.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
         return indices

@@ -60,6 +60,11 @@ class MQSPN(nn.Module):
         self._caches = {"text": FrozenCache(), "vision": FrozenCache()}
         self.frozen = False
 
+    @property
+    def crop_size(self) -> int:
+        """Side of the region crops: a CLIP tower's own input size, else `config.crop_size`."""
+        return getattr(self.vision_encoder, "image_size", self.config.crop_size)
+
     # -- freezing -----------------------------------------------------------------------------------
     def pretrained_encoders(self) -> dict[str, nn.Module]:
         encoders = {"text": self.text_encoder}
@@ -121,7 +126,7 @@ class MQSPN(nn.Module):
         """-> [h]: slot 0, the encoding of a blank (white) image or a learned vector."""
         if hasattr(self, "ungroundable"):
             return self.ungroundable
-        size = self.config.crop_size if not hasattr(self.vision_encoder, "image_size") else self.vision_encoder.image_size
+        size = self.crop_size
         blank = torch.full((1, 3, size, size), 255, dtype=torch.uint8, device=self.text_proj[0].weight.device)
         return self.region_proj(self.vision_encoder(blank))[0]
 

@@ -24,7 +24,7 @@ class CropCNN(nn.Module):
 
     def __init__(self, out_dim: int) -> None:
         super().__init__()
-        chans = (3, 32, 64, 96)
+        chans = (3, 16, 32, 64)
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
             layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU(), nn.MaxPool2d(2)]
@@ -77,11 +77,3 @@ def build_vision_encoder(name: str, hidden: int, pretrained: bool = True) -> nn.
         return None
     raise ValueError(f"vision_encoder={name!r}: expected cnn, clip:<folder>, features or none")
 
-
-def crop_size_for(name: str, configured: int) -> int:
-    """CLIP needs crops at its own input size; other encoders use the configured size."""
-    if name.startswith("clip:"):
-        from transformers import CLIPVisionConfig
-
-        return CLIPVisionConfig.from_pretrained(name[len("clip:"):], local_files_only=True).image_size
-    return configured

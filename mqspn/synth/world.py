@@ -199,10 +199,10 @@ class World:
 
 
 #: Unambiguous entities per type, roughly in proportion to how often templates mention each type.
-ENTITIES_PER_TYPE = {"PER": 56, "LOC": 44, "ORG": 44, "OTHER": 40}
+ENTITIES_PER_TYPE = {"PER": 16, "LOC": 12, "ORG": 12, "OTHER": 10}
 
 
-def build_world(rng: np.random.Generator, per_type: dict[str, int] = ENTITIES_PER_TYPE, ambiguous: int = 10) -> World:
+def build_world(rng: np.random.Generator, per_type: dict[str, int] = ENTITIES_PER_TYPE, ambiguous: int = 6) -> World:
     """A world with `per_type[t]` unambiguous entities of each type t plus `ambiguous` shared strings.
 
     Every entity of a type gets its own (fill, mark) colour pair, so same-type entities always differ

@@ -1,0 +1,204 @@
+"""Model directories: save -> load gives identical outputs; damaged directories give errors naming the file."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from helpers_model import hand_batch, hand_posts, scene, single_thread, tiny_model, train_step  # noqa: F401
+from mqspn import checkpoint
+from mqspn.checkpoint import from_pretrained, load_training_state, save_pretrained
+from mqspn.predictor import Predictor
+
+
+def trained_a_little(model):
+    """One SGD step on the hand-made batch, so saved weights differ from any fresh initialisation."""
+    train_step(model.train(), hand_batch(model))
+    torch.optim.SGD(model.parameters(), lr=0.5).step()
+    return model.eval()
+
+
+def assert_same_outputs(a, b) -> None:
+    a.eval(), b.eval()
+    batch = hand_batch(a)
+    with torch.no_grad():
+        out_a, out_b = a(batch), b(batch)
+    for layer_a, layer_b in zip(out_a["layers"], out_b["layers"], strict=True):
+        for key, value in layer_a.items():
+            assert torch.equal(value, layer_b[key]), key
+
+
+def entities_json(post) -> list:
+    return [(e.start, e.end, e.type, e.box, round(e.score, 6)) for e in post.entities]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    model = trained_a_little(tiny_model(seed=3))
+    directory = save_pretrained(model, tmp_path_factory.mktemp("models") / "tiny")
+    return model, directory
+
+
+def test_model_directory_holds_config_weights_tokenizer_and_card(saved):
+    model, directory = saved
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors",
+                                                          "text_encoder"]
+    config = json.loads((directory / "config.json").read_text())
+    assert config["format_version"] == checkpoint.FORMAT_VERSION
+    assert config["model"]["hidden_size"] == 32 and config["model"]["types"] == ["PER", "LOC", "ORG", "OTHER"]
+    assert (directory / "text_encoder" / "config.json").is_file()
+    assert (directory / "text_encoder" / "tokenizer.json").is_file()
+    card = (directory / "README.md").read_text()
+    assert "PER, LOC, ORG, OTHER" in card and "torch" in card and "Predictor.from_pretrained" in card
+
+
+def test_save_then_load_gives_identical_outputs_and_predictions(saved):
+    model, directory = saved
+    loaded = from_pretrained(directory)
+    assert not loaded.training
+    assert loaded.config == model.config
+    assert_same_outputs(model, loaded)
+    (post, regions), _, _ = hand_posts()
+    boxes = [list(r.box) for r in regions]
+    direct = Predictor(model, "cpu").predict(post.words, image=scene(), proposals=boxes)
+    reloaded = Predictor.from_pretrained(directory, "cpu").predict(" ".join(post.words), image=scene(), proposals=boxes)
+    assert entities_json(direct) == entities_json(reloaded)
+    assert direct.entities, "the test needs at least one prediction to compare"
+
+
+@pytest.mark.parametrize("overrides", [{"vision_encoder": "features"}, {"vision_encoder": "none"},
+                                       {"learnable_queries": False, "use_type_queries": False},
+                                       {"ungroundable_slot": "learned", "type_uses_region": False}],
+                         ids=["features", "text-only", "handwritten-queries", "learned-slot"])
+def test_round_trip_of_other_configurations(tmp_path, overrides):
+    model = trained_a_little(tiny_model(seed=4, **overrides))
+    loaded = from_pretrained(save_pretrained(model, tmp_path / "m"))
+    assert loaded.config == model.config
+    assert_same_outputs(model, loaded)
+
+
+def test_fine_grained_type_names_survive_the_round_trip(tmp_path):
+    types = ["person", "sports_team", "music_group", "award_event"]
+    model = tiny_model(types=types)
+    loaded = from_pretrained(save_pretrained(model, tmp_path / "m"))
+    assert loaded.config.types == types
+
+
+@pytest.fixture
+def clip_model_dir(tmp_path):
+    """(model, saved directory) of a tiny model over a random-init CLIP tower whose source folder is deleted."""
+    source = tmp_path / "clip"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                     num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(source)
+    model = trained_a_little(tiny_model(vision_encoder=f"clip:{source}"))
+    directory = save_pretrained(model, tmp_path / "m")
+    shutil.rmtree(source)
+    return model, directory
+
+
+def test_clip_model_loads_without_its_source_folder(clip_model_dir):
+    model, directory = clip_model_dir
+    assert (directory / "vision_encoder" / "config.json").is_file()
+    loaded = from_pretrained(directory)
+    assert loaded.config == model.config
+    assert_same_outputs(model, loaded)
+
+
+def test_clip_model_predicts_without_its_source_folder(clip_model_dir):
+    _, directory = clip_model_dir
+    (post, regions), _, _ = hand_posts()
+    Predictor.from_pretrained(directory, "cpu").predict(post.words, image=scene(), proposals=[r.box for r in regions])
+
+
+def test_saving_again_replaces_the_directory_and_leaves_no_temporary_files(tmp_path):
+    first, second = tiny_model(seed=1), trained_a_little(tiny_model(seed=2))
+    save_pretrained(first, tmp_path / "m")
+    save_pretrained(second, tmp_path / "m", training_state={"epoch": 3})
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert_same_outputs(second, from_pretrained(tmp_path / "m"))
+    assert load_training_state(tmp_path / "m")["epoch"] == 3
+
+
+def test_a_failed_save_keeps_the_previous_directory(tmp_path, monkeypatch):
+    model = tiny_model(seed=1)
+    save_pretrained(model, tmp_path / "m")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint, "save_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        save_pretrained(tiny_model(seed=2), tmp_path / "m")
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    assert_same_outputs(model, from_pretrained(tmp_path / "m"))
+
+
+@pytest.fixture
+def copy_of(saved, tmp_path):
+    directory = tmp_path / "copy"
+    shutil.copytree(saved[1], directory)
+    return directory
+
+
+def test_missing_directory_or_config_json_is_a_clear_error(copy_of, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nowhere is not a model directory: config.json is missing"):
+        from_pretrained(tmp_path / "nowhere")
+    (copy_of / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=r"copy is not a model directory: config.json is missing"):
+        from_pretrained(copy_of)
+
+
+@pytest.mark.parametrize("text", ["{not json", json.dumps({"format_version": 1})], ids=["invalid-json", "no-model-section"])
+def test_damaged_config_json_is_a_clear_error(copy_of, text):
+    (copy_of / "config.json").write_text(text)
+    with pytest.raises(ValueError, match=r"copy/config.json"):
+        from_pretrained(copy_of)
+
+
+def test_a_config_value_of_the_wrong_type_is_a_clear_error(copy_of):
+    (copy_of / "config.json").write_text(json.dumps({"model": {"hidden_size": "big"}}))
+    with pytest.raises(ValueError, match=r"copy/config.json"):
+        from_pretrained(copy_of)
+
+
+def test_missing_weights_file_is_a_clear_error(copy_of):
+    (copy_of / "model.safetensors").unlink()
+    with pytest.raises(FileNotFoundError, match=r"copy/model.safetensors is missing"):
+        from_pretrained(copy_of)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_or_truncated_weights_are_a_clear_error(copy_of, damage):
+    weights = copy_of / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x07" * 5000, "empty": b""}[damage])
+    with pytest.raises(ValueError, match=r"copy/model.safetensors is corrupt or truncated"):
+        from_pretrained(copy_of)
+
+
+def test_weights_missing_from_the_configured_architecture_are_a_clear_error(tmp_path):
+    directory = save_pretrained(tiny_model(use_aggregator=False), tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    config["model"]["use_aggregator"] = True
+    (directory / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit the configuration .*aggregator"):
+        from_pretrained(directory)
+
+
+def test_weights_of_another_size_are_a_clear_error(copy_of):
+    config = json.loads((copy_of / "config.json").read_text())
+    config["model"]["hidden_size"] = 64
+    (copy_of / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"model.safetensors does not fit"):
+        from_pretrained(copy_of)
+
+
+def test_training_state_errors_name_the_file(copy_of):
+    with pytest.raises(FileNotFoundError, match=r"copy/training_state.pt is missing: nothing to resume from"):
+        load_training_state(copy_of)
+    (copy_of / checkpoint.TRAINING_STATE).write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match=r"copy/training_state.pt is corrupt or truncated"):
+        load_training_state(copy_of)

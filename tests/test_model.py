@@ -1,0 +1,256 @@
+"""The MQSPN network: output shapes and masks, batch independence, ablation switches, frozen encoders."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from transformers import CLIPVisionConfig, CLIPVisionModel
+
+from helpers_model import (  # noqa: F401  (single_thread is a fixture)
+    build_examples, hand_batch, hand_posts, single_thread, tiny_config, tiny_model, train_step,
+)
+from mqspn.batching import collate
+from mqspn.model.decode import decode
+from mqspn.model.mqspn import MQSPN
+from mqspn.types import Region
+
+HEAD_KEYS = {"start_logits", "end_logits", "region_logits", "type_logits"}
+
+
+@pytest.mark.parametrize("vision", ["cnn", "features", "none"])
+def test_forward_shapes_and_padding_masks(vision):
+    model = tiny_model(vision_encoder=vision, num_layers=3).eval()
+    batch = hand_batch(model)
+    out = model(batch)
+    b, n, u = 3, 8, 8  # posts of 8, 4 and 3 words
+    k1 = 1 if vision == "none" else 4  # three candidates + the ungroundable slot
+    assert len(out["layers"]) == 3
+    assert out["text_pad"].tolist() == [[False] * 8, [False] * 4 + [True] * 4, [False] * 3 + [True] * 5]
+    assert out["region_pad"].shape == (b, k1) and not out["region_pad"].any()
+    for layer in out["layers"]:
+        assert set(layer) == HEAD_KEYS
+        assert layer["start_logits"].shape == layer["end_logits"].shape == (b, u, n)
+        assert layer["region_logits"].shape == (b, u, k1)
+        assert layer["type_logits"].shape == (b, u, len(model.config.types) + 1)
+        assert all(torch.isfinite(v[~out["text_pad"][:, None, :].expand_as(v)]).all()
+                   for v in (layer["start_logits"], layer["end_logits"]))
+        # Padded words can never be a boundary: their probability is exactly zero.
+        assert torch.sigmoid(layer["start_logits"][1, :, 4:]).max() == 0
+
+
+def test_one_post_alone_predicts_as_inside_a_batch():
+    # Posts of 8, 4 and 3 words with 3, 1 and 3 candidates: inside the batch, post 2 is padded twice.
+    model = tiny_model().eval()
+    first, (second, regions), third = hand_posts()
+    examples = build_examples(model, [first, (second, regions[:1]), third])
+    together = model(collate(examples))
+    for i, example in enumerate(examples):
+        alone = model(collate([example]))
+        n, k1 = len(example.post.words), len(example.regions) + 1
+        for key in HEAD_KEYS:
+            a = alone["layers"][-1][key][0]
+            t = together["layers"][-1][key][i]
+            t = {"start_logits": t[:, :n], "end_logits": t[:, :n], "region_logits": t[:, :k1]}.get(key, t)
+            assert a.shape == t.shape, (i, key)
+            torch.testing.assert_close(a, t, atol=1e-5, rtol=1e-4, msg=f"post {i}, {key}")
+
+
+def test_posts_with_different_candidate_counts_train_in_one_batch():
+    model = tiny_model().train()
+    (first, regions), (second, _), _ = hand_posts()
+    batch = collate(build_examples(model, [(first, regions), (second, regions[:1])]))
+    assert batch["targets"][1]["regions"].shape == (2, 4)  # padded from 1 + 1 to 3 + 1 slots
+    assert torch.isfinite(train_step(model, batch))
+    out = model.eval()(batch)
+    assert out["region_pad"].tolist() == [[False] * 4, [False, False, True, True]]
+
+
+def test_decoding_keeps_the_best_non_overlapping_spans_with_their_candidate_boxes():
+    model = tiny_model().eval()
+    (first, regions), _, _ = hand_posts()
+    moved = [Region((r.box[0] + 3, r.box[1], r.box[2], r.box[3])) for r in regions]  # post 2's own boxes
+    batch = collate(build_examples(model, [(first, regions), (first, moved)]))
+    with torch.no_grad():
+        out = model(batch)
+    last = out["layers"][-1]
+    last["type_logits"][..., -1] = -1e4  # no query may say "no entity": 8 candidates a post
+    last["region_logits"][0, :, 2] = 1e4  # slot 2 = the second candidate of post 1
+    last["region_logits"][1, :, 3] = 1e4  # slot 3 = the third candidate of post 2
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    assert {e.box for e in decoded[0]} == {regions[1].box} and {e.box for e in decoded[1]} == {moved[2].box}
+    for entities in decoded:
+        spans = sorted(e.span for e in entities)
+        assert all(0 <= s <= e < len(first.words) for s, e in spans)
+        assert all(a[1] < b[0] for a, b in zip(spans, spans[1:])), "overlapping spans were kept"
+        assert [e.score for e in entities] == sorted((e.score for e in entities), reverse=True)
+        assert all(e.type in model.config.types for e in entities)
+    last["region_logits"][..., 0] = 1e5  # slot 0 wins everywhere: not in the image
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    assert all(e.box is None for entities in decoded for e in entities)
+
+
+def test_a_post_where_every_query_says_no_entity_decodes_to_nothing():
+    model = tiny_model().eval()
+    batch = hand_batch(model)
+    with torch.no_grad():
+        out = model(batch)
+    out["layers"][-1]["type_logits"][0, :, -1] = 1e4  # post 0: null everywhere; the others unchanged
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    assert decoded[0] == [] and len(decoded) == 3
+
+
+SWITCHES = {
+    "no-type-queries": {"use_type_queries": False},
+    "handwritten-queries": {"learnable_queries": False},
+    "no-cross-attention": {"use_cross_attention": False},
+    "no-region-prefix": {"use_region_prefix": False},
+    "no-aggregator": {"use_aggregator": False},
+    "fixed-order-matching": {"bipartite_matching": False},
+    "type-without-region": {"type_uses_region": False},
+    "bilinear-scores": {"bilinear_scores": True},
+    "softmax-region-loss": {"region_loss": "softmax"},
+    "replicated-targets": {"max_targets": 8},
+    "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
+    "features": {"vision_encoder": "features"},
+    "text-only": {"vision_encoder": "none"},
+}
+
+
+@pytest.mark.parametrize("name", list(SWITCHES))
+def test_each_switch_builds_and_runs_a_training_step(name):
+    model = tiny_model(**SWITCHES[name]).train()
+    batch = hand_batch(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    total = train_step(model, batch)
+    assert torch.isfinite(total) and total > 0
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert len(changed) > 10
+
+
+def test_every_boolean_switch_of_the_config_is_exercised():
+    switches = {f.name for f in dataclasses.fields(tiny_config()) if f.type in (bool, "bool")}
+    assert len(switches) >= 7
+    assert switches <= {key for overrides in SWITCHES.values() for key in overrides}
+
+
+#: Switches of the matching and the loss, not of the network.
+TRAINING_ONLY = {"fixed-order-matching", "softmax-region-loss", "replicated-targets"}
+
+
+@pytest.mark.parametrize("name", [n for n in SWITCHES if n not in TRAINING_ONLY])
+def test_each_model_switch_changes_the_model(name):
+    # Either the switch changes which weights exist, or with the default model's weights it changes the outputs.
+    default, switched = tiny_model().eval(), tiny_model(**SWITCHES[name]).eval()
+    weights, other = default.state_dict(), switched.state_dict()
+    same_weights = set(weights) == set(other) and all(v.shape == other[k].shape for k, v in weights.items())
+    outputs_differ = False
+    if same_weights:
+        switched.load_state_dict(weights)
+        a, b = default(hand_batch(default)), switched(hand_batch(switched))
+        outputs_differ = not torch.allclose(a["layers"][-1]["type_logits"], b["layers"][-1]["type_logits"])
+    assert not same_weights or outputs_differ
+
+
+def test_wrong_switch_values_are_clear_errors():
+    with pytest.raises(ValueError, match="ungroundable_slot='nothing'"):
+        MQSPN(tiny_config(ungroundable_slot="nothing"))
+    with pytest.raises(ValueError, match="region_loss='focal'"):
+        MQSPN(tiny_config(region_loss="focal"))
+    with pytest.raises(ValueError, match="vision_encoder='resnet'"):
+        MQSPN(tiny_config(vision_encoder="resnet"))
+    with pytest.raises(ValueError, match="num_queries=6 must be divisible"):
+        MQSPN(tiny_config(num_queries=6))
+
+
+class CallCounter:
+    """Counts the rows (first dimension of the first argument) a module is run on."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.rows = 0
+        module.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output) -> None:
+        self.rows += len(args[0])
+
+
+def text_rows_counter(model: MQSPN) -> CallCounter:
+    """Posts run through the text encoder (its word embeddings see one row of sub-word ids per post)."""
+    return CallCounter(model.text_encoder.backbone.embeddings.word_embeddings)
+
+
+def test_frozen_text_encoder_is_cached_and_gives_the_same_outputs():
+    model = tiny_model().eval()
+    batch = hand_batch(model)
+    with torch.no_grad():
+        reference = model(batch)
+    model.set_encoders_frozen(True)
+    model.train()
+    assert model.text_encoder.training is False, "a frozen encoder must run without dropout"
+    assert not any(p.requires_grad for p in model.text_encoder.parameters())
+    model.eval()
+    rows = text_rows_counter(model)
+    first = model(batch)
+    assert rows.rows == 3
+    again = model(batch)
+    assert rows.rows == 3, "cached posts were encoded again"
+    for key in HEAD_KEYS:
+        torch.testing.assert_close(first["layers"][-1][key], reference["layers"][-1][key], atol=1e-5, rtol=1e-4)
+        assert torch.equal(first["layers"][-1][key], again["layers"][-1][key])
+    # A batch with one known and one new post encodes only the new one.
+    (post, regions), _, _ = hand_posts()
+    new = dataclasses.replace(post, id="p9", words=post.words[:-1] + ["tonight"], entities=post.entities)
+    model(collate(build_examples(model, [hand_posts()[1], (new, regions)])))
+    assert rows.rows == 4
+
+
+def test_frozen_encoders_get_no_gradient_and_released_ones_train_again():
+    model = tiny_model()
+    batch = hand_batch(model)
+    model.set_encoders_frozen(True)
+    model.train()
+    train_step(model, batch)
+    assert all(p.grad is None for p in model.text_encoder.parameters())
+    assert model.text_proj[0].weight.grad is not None
+    model.set_encoders_frozen(False)
+    model.train()
+    assert model.text_encoder.training
+    rows = text_rows_counter(model)
+    train_step(model, batch)
+    assert rows.rows == 3, "a released encoder must run on every step, not from the cache"
+    assert model.text_encoder.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A random-init CLIP vision tower (32 x 32 input) saved as a local model folder."""
+    folder = tmp_path_factory.mktemp("clip")
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPVisionModel(config).save_pretrained(folder)
+    return folder
+
+
+def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip):
+    model = tiny_model(vision_encoder=f"clip:{tiny_clip}").eval()
+    batch = hand_batch(model)
+    assert batch["crops"].shape == (9, 3, 32, 32)
+    with torch.no_grad():
+        reference = model(batch)
+    model.set_encoders_frozen(True)
+    crops = CallCounter(model.vision_encoder.tower.get_input_embeddings())  # the patch convolution
+    first = model(batch)
+    rows_first = crops.rows
+    again = model(batch)
+    # The ungroundable slot (one blank image) is encoded on each pass; the 9 candidate crops only once.
+    assert rows_first == 9 + 1 and crops.rows == rows_first + 1
+    for key in HEAD_KEYS:
+        torch.testing.assert_close(first["layers"][-1][key], reference["layers"][-1][key], atol=1e-5, rtol=1e-4)
+        assert torch.equal(first["layers"][-1][key], again["layers"][-1][key])
+    # Other candidates in the same image are another cache entry.
+    (post, regions), _, _ = hand_posts()
+    moved = [Region((r.box[0] + 1, r.box[1], r.box[2], r.box[3])) for r in regions]
+    model(collate(build_examples(model, [(post, moved)])))
+    assert crops.rows == rows_first + 1 + 3 + 1

@@ -1,0 +1,113 @@
+"""Training runs: exact resume, the non-finite loss guard, and a real learning check on synthetic data."""
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+
+import pytest
+import torch
+
+from helpers_model import hand_batch, single_thread, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
+from mqspn import trainer
+from mqspn.data.datasets import read_split
+from mqspn.engine import NonFiniteLossError, loss_weights, train_one_epoch
+from mqspn.metric import score
+from mqspn.predictions import read_predictions
+from mqspn.trainer import Run
+
+
+#: Entities drawn in their image. The benchmark's default (40%, as in the real data) makes slot 0
+#: ("not in the image") the safe answer for a long time: measured, the tiny model first beats the
+#: text-only baseline after ~30 epochs on 800 posts (+5 F1, about 4 minutes). With 80% it learns to
+#: ground within 10 epochs on 400 posts.
+GROUNDABLE_SHARE = 0.8
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    """400 posts (280 train, 60 dev, 60 test), generated once per session."""
+    return synth_dataset(tmp_path_factory.getbasetemp(), posts=400, seed=0, groundable_share=GROUNDABLE_SHARE)
+
+
+class Killed(Exception):
+    """Stands for the process being killed."""
+
+
+def metric_lines(run_dir) -> list[dict]:
+    """metrics.jsonl without the wall-clock field."""
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
+
+
+def test_resume_after_epoch_1_gives_the_same_epoch_2_metrics(synth, tmp_path, monkeypatch):
+    cfg = tiny_run_config(synth, epochs=2, max_train_posts=48)
+    whole = Run.start(cfg, tmp_path / "whole").run()
+
+    real = trainer.train_one_epoch
+
+    def killed_in_epoch_2(*args, **kwargs):
+        if inspect.signature(real).bind(*args, **kwargs).arguments["epoch"] == 1:
+            raise Killed()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", killed_in_epoch_2)
+    with pytest.raises(Killed):
+        Run.start(cfg, tmp_path / "resumed").run()
+    assert len(metric_lines(tmp_path / "resumed")) == 1
+    monkeypatch.setattr(trainer, "train_one_epoch", real)
+    resumed = Run.resume(tmp_path / "resumed").run()
+
+    first, second = metric_lines(tmp_path / "whole"), metric_lines(tmp_path / "resumed")
+    assert [line["epoch"] for line in first] == [1, 2]
+    assert second == first
+    assert resumed == whole
+
+
+def test_starting_over_an_existing_run_is_refused(synth, tmp_path):
+    cfg = tiny_run_config(synth, epochs=1, max_train_posts=8)
+    Run.start(cfg, tmp_path / "run").run()
+    with pytest.raises(ValueError, match=r"already holds a run; continue it with --resume"):
+        Run.start(cfg, tmp_path / "run")
+
+
+def test_a_non_finite_loss_stops_before_any_update_with_a_clear_message():
+    model = tiny_model().train()
+    batch = hand_batch(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def criterion(outputs, targets):
+        nan = outputs["layers"][-1]["type_logits"].sum() * float("nan")
+        return {"loss_type": nan, "loss_boundary": nan.detach() * 0, "loss_region": nan.detach() * 0}
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 3, step 1 \(loss_type=nan.*\); "
+                                                 r"lower train.lr or check the inputs of this batch: p1, p2, p3"):
+        train_one_epoch(model, criterion, [batch], optimizer, scheduler, loss_weights(model.config), 1.0,
+                        torch.device("cpu"), epoch=2, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_diverging_training_stops_with_the_non_finite_loss_message(synth, tmp_path):
+    cfg = tiny_run_config(synth, epochs=1, max_train_posts=32, lr=1e30, encoder_lr=1e30)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 1, step \d+ .*lower train.lr"):
+        Run.start(cfg, tmp_path / "run").run()
+
+
+#: GMNER F1 points by which the trained model must beat its own predictions with every box removed.
+#: Measured over 5 (model seed, dataset seed) pairs: +14 to +26.
+MARGIN = 8.0
+
+
+def test_short_training_clearly_beats_the_text_only_baseline(synth, tmp_path):
+    cfg = tiny_run_config(synth, epochs=10, batch_size=4, seed=5)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, crop_size=16, dropout=0.0))
+    result = Run.start(cfg, tmp_path / "run").run()
+    # The text-only baseline: the same entities, every one predicted as not in the image.
+    gold = read_split(synth, "test")
+    predictions = read_predictions(tmp_path / "run" / "test_predictions.jsonl", gold)
+    text_only = score(gold, {pid: [dataclasses.replace(e, boxes=[]) for e in ents] for pid, ents in predictions.items()})
+    assert result["mner"]["f1"] == text_only["mner"]["f1"] > 25
+    assert sum(e.box is not None for ents in predictions.values() for e in ents) > 20
+    assert result["gmner"]["f1"] > text_only["gmner"]["f1"] + MARGIN, (result["gmner"], text_only["gmner"])
