@@ -25,14 +25,16 @@ def text_only(predictions: dict) -> dict:
 
 
 def table(rows: dict[str, dict]) -> str:
-    lines = [f"{'system':34s} {'GMNER P/R/F1':>22s} {'MNER F1':>8s} {'EEG F1':>8s}"]
+    """Rows of test scores; an oracle row (from `proposal_stats`) has GMNER/EEG F1 only."""
+    width = max(len(name) for name in rows)
+    lines = [f"{'system':{width}s}  {'GMNER P':>7s} {'GMNER R':>7s} {'GMNER F1':>8s}  {'MNER F1':>7s}  {'EEG F1':>6s}"]
     for name, r in rows.items():
         if "gmner" in r:
             g = r["gmner"]
-            lines.append(f"{name:34s} {g['precision']:6.2f} {g['recall']:6.2f} {g['f1']:6.2f}    "
-                         f"{r['mner']['f1']:6.2f}   {r['eeg']['f1']:6.2f}")
+            lines.append(f"{name:{width}s}  {g['precision']:7.2f} {g['recall']:7.2f} {g['f1']:8.2f}  "
+                         f"{r['mner']['f1']:7.2f}  {r['eeg']['f1']:6.2f}")
         else:
-            lines.append(f"{name:34s} {'':13s} {r['gmner_f1']:6.2f}    {'100.00':>6s}   {r['eeg_f1']:6.2f}")
+            lines.append(f"{name:{width}s}  {'':7s} {'':7s} {r['gmner_f1']:8.2f}  {100.0:7.2f}  {r['eeg_f1']:6.2f}")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from mqspn.model.matcher import NonFiniteOutputError
 from mqspn.types import Entity
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ArithmeticError):
     """Training produced a NaN or infinite loss."""
 
 

@@ -22,8 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        # Input problems are reported as one clear line, not a traceback.
+    except (ValueError, FileNotFoundError, ImportError, ArithmeticError) as err:
+        # Input problems and a diverged run (NonFiniteLossError) are one clear line, not a traceback.
         print(f"mqspn {args.command}: error: {err}", file=sys.stderr)
         return 2
 
