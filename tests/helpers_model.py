@@ -42,17 +42,6 @@ def tiny_model(seed: int = 0, **overrides) -> MQSPN:
     return MQSPN(tiny_config(**overrides))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def single_thread():
-    """Run torch on one thread. The tiny models are far too small to gain from threads, and when other
-    processes share the (2) cores, OpenMP threads spin-wait on each other: one epoch took 43 s on two
-    threads and 2 s on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def scene(size: tuple[int, int] = (120, 90), seed: int = 0) -> Image.Image:
     """A small image with a few coloured shapes, so that crops differ from each other."""
     generator = torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from helpers_model import hand_batch, hand_posts, scene, single_thread, tiny_model, train_step  # noqa: F401
+from helpers_model import hand_batch, hand_posts, scene, tiny_model, train_step  # noqa: F401
 from mqspn import checkpoint
 from mqspn.checkpoint import from_pretrained, load_training_state, save_pretrained
 from mqspn.predictor import Predictor

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers_model import hand_batch, single_thread, tiny_config, tiny_model, train_step  # noqa: F401
+from helpers_model import hand_batch, tiny_config, tiny_model, train_step  # noqa: F401
 from mqspn.engine import loss_weights, weighted_total
 from mqspn.model.criterion import SetCriterion, replicate_targets
 from mqspn.model.matcher import HungarianMatcher

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from helpers_model import single_thread  # noqa: F401  (fixture)
 from mqspn.model.matcher import HungarianMatcher
 
 NEG = torch.finfo(torch.float32).min

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from helpers_model import (  # noqa: F401  (single_thread is a fixture)
-    build_examples, hand_batch, hand_posts, single_thread, tiny_config, tiny_model, train_step,
+from helpers_model import (
+    build_examples, hand_batch, hand_posts, tiny_config, tiny_model, train_step,
 )
 from mqspn.batching import collate
 from mqspn.model.decode import decode

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import GMNER_DIR, REAL_SAMPLES, needs_shared
-from helpers_model import scene, single_thread, tiny_model  # noqa: F401
+from helpers_model import scene, tiny_model  # noqa: F401
 from mqspn.checkpoint import save_pretrained
 from mqspn.cli import main
 from mqspn.data.datasets import read_split

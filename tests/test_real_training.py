@@ -9,7 +9,6 @@ import pytest
 import yaml
 
 from conftest import FMNERG_DIR, GMNER_DIR, needs_shared
-from helpers_model import single_thread  # noqa: F401
 from mqspn.config import Config, DataConfig, ModelConfig, TrainConfig
 from mqspn.data.datasets import read_split
 from mqspn.metric import score

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from helpers_model import hand_batch, single_thread, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
+from helpers_model import hand_batch, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
 from mqspn import trainer
 from mqspn.data.datasets import read_split
 from mqspn.engine import NonFiniteLossError, loss_weights, train_one_epoch
