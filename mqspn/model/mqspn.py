@@ -106,12 +106,12 @@ class MQSPN(nn.Module):
         return padded
 
     def _encode_regions(self, batch) -> torch.Tensor:
-        """-> [R, h] for all regions of the batch, in order."""
+        """-> [R, h] for all regions of the batch (R > 0), in order."""
         if self.config.vision_encoder == "features":
             return self.region_proj(batch["region_features"])
         crops = batch["crops"]
         if not (self.frozen and "vision" in self.pretrained_encoders()):
-            return self.region_proj(self.vision_encoder(crops)) if len(crops) else crops.new_zeros(0, self.config.hidden_size, dtype=torch.float)
+            return self.region_proj(self.vision_encoder(crops))
         bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
 
         def compute(rows):
