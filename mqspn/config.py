@@ -13,11 +13,22 @@ from typing import Optional
 import yaml
 
 
+def _yaml11_float(value):
+    """YAML 1.1 reads `1e-4` (no dot) as a string: such a string becomes the float it spells."""
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
 def check_types(obj, where: str) -> None:
     """ValueError naming the key when a value has the wrong type (YAML and JSON carry any type)."""
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         value, hint = getattr(obj, f.name), hints[f.name]
+        if hint is float and isinstance(value, str):
+            value = _yaml11_float(value)
+            setattr(obj, f.name, value)
         allowed = tuple(t for t in typing.get_args(hint) if t is not type(None)) if typing.get_origin(hint) is typing.Union else (hint,)
         allowed = tuple(typing.get_origin(t) or t for t in allowed)
         if value is None and type(None) in typing.get_args(hint):
@@ -69,6 +80,7 @@ class ModelConfig:
     # Paper-vs-code choices (spec section 3), each switchable.
     type_uses_region: bool = True  # classification features include P_r V (paper) or not (released code)
     bilinear_scores: bool = False  # add a bilinear query-candidate term to the boundary/region scores
+    word_shape: bool = False  # add a learned word-shape embedding (casing) to the text states; for uncased encoders
     # Ablations (paper Table 3).
     use_type_queries: bool = True
     learnable_queries: bool = True
@@ -106,12 +118,16 @@ class TrainConfig:
     warmup: float = 0.05  # fraction of all steps
     clip_norm: float = 1.0
     freeze_epochs: int = 5  # pretrained encoders frozen for these first epochs; -1: always frozen
+    finetune_layers: int = -1  # once released, train only the top N blocks of each pretrained encoder; -1: all
     seed: int = 47
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
     progress: bool = True
 
     def __post_init__(self) -> None:
         check_types(self, "train")
+        if self.finetune_layers == 0 or self.finetune_layers < -1:
+            raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
+                             "to keep the encoders frozen use train.freeze_epochs=-1")
 
 
 @dataclass

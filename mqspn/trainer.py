@@ -195,7 +195,7 @@ class Run:
         progress = self.cfg.train.progress
         for epoch in range(self.epoch, self.cfg.train.epochs):
             start = time.time()
-            self.model.set_encoders_frozen(self.frozen_at(epoch))
+            self.model.set_encoders_frozen(self.frozen_at(epoch), self.cfg.train.finetune_layers)
             losses = train_one_epoch(self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler,
                                      loss_weights(self.cfg.model), self.cfg.train.clip_norm, self.device, epoch, progress)
             dev = score(self.dev_posts, predict_batches(self.model, self.dev_loader, self.device, progress, "dev"))

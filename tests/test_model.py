@@ -11,6 +11,7 @@ from helpers_model import (
     build_examples, hand_batch, hand_posts, tiny_config, tiny_model, train_step,
 )
 from mqspn.batching import collate
+from mqspn.config import TrainConfig
 from mqspn.model.decode import decode
 from mqspn.model.mqspn import MQSPN
 from mqspn.types import Region
@@ -109,6 +110,7 @@ SWITCHES = {
     "fixed-order-matching": {"bipartite_matching": False},
     "type-without-region": {"type_uses_region": False},
     "bilinear-scores": {"bilinear_scores": True},
+    "word-shape": {"word_shape": True},
     "softmax-region-loss": {"region_loss": "softmax"},
     "replicated-targets": {"max_targets": 8},
     "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
@@ -220,6 +222,29 @@ def test_frozen_encoders_get_no_gradient_and_released_ones_train_again():
     train_step(model, batch)
     assert rows.rows == 3, "a released encoder must run on every step, not from the cache"
     assert model.text_encoder.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+
+
+def test_released_with_top_layers_only_the_top_blocks_train():
+    model = tiny_model()  # the tiny text encoder has 2 blocks
+    model.set_encoders_frozen(False, top_layers=1)
+    model.train()
+    train_step(model, hand_batch(model))
+    backbone = model.text_encoder.backbone
+    with_grad = {n for n, p in backbone.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert with_grad and all(n.startswith("encoder.layer.1.") for n in with_grad)
+    assert not any(p.requires_grad for p in backbone.embeddings.parameters())
+    assert not any(p.requires_grad for p in backbone.encoder.layer[0].parameters())
+    assert all(p.requires_grad for p in backbone.encoder.layer[1].parameters())
+    model.set_encoders_frozen(False)  # -1: every block trains again
+    assert all(p.requires_grad for p in backbone.parameters())
+    with pytest.raises(ValueError, match=r"finetune_layers=3: the text encoder has 2 layers \(use 1..2 or -1\)"):
+        model.set_encoders_frozen(False, top_layers=3)
+
+
+@pytest.mark.parametrize("value", [0, -2])
+def test_finetune_layers_must_be_all_or_positive(value):
+    with pytest.raises(ValueError, match=rf"train.finetune_layers={value}: expected -1"):
+        TrainConfig(finetune_layers=value)
 
 
 @pytest.fixture(scope="module")

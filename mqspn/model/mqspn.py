@@ -12,6 +12,7 @@ from mqspn.model.qfnet import QFNet
 from mqspn.model.queries import QuerySet
 from mqspn.model.text_encoder import TextEncoder
 from mqspn.model.vision_encoder import build_vision_encoder
+from mqspn.model.word_shape import SHAPES
 
 
 class FrozenCache:
@@ -28,11 +29,27 @@ class FrozenCache:
         return [self.store[k] for k in keys]
 
 
+def freeze_below_top_layers(encoder: nn.Module, top: int, name: str) -> None:
+    """Freeze the parameters registered before the top `top` blocks of the encoder's layer stack (the
+    embeddings and the lower blocks: registration follows the forward order in HF models)."""
+    stacks = [m for m in encoder.modules() if isinstance(m, nn.ModuleList) and len(m) > 1]
+    if not stacks:
+        raise ValueError(f"{name} encoder: no layer stack found, so train.finetune_layers cannot apply; use -1")
+    layers = max(stacks, key=len)
+    if not 1 <= top <= len(layers):
+        raise ValueError(f"train.finetune_layers={top}: the {name} encoder has {len(layers)} layers (use 1..{len(layers)} or -1)")
+    first_kept = next(layers[len(layers) - top].parameters())
+    for p in encoder.parameters():
+        if p is first_kept:
+            break
+        p.requires_grad_(False)
+
+
 class MQSPN(nn.Module):
     """forward(batch) -> {"layers": [per-layer head outputs], "text_pad": [B, n], "region_pad": [B, k+1]}.
 
     Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
-    word_mask [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
+    word_mask/word_shapes [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
     text_keys / region_keys (content keys for the frozen caches).
     """
 
@@ -42,6 +59,8 @@ class MQSPN(nn.Module):
         h = cfg.hidden_size
         self.text_encoder = TextEncoder.build(cfg.text_encoder, cfg.tiny_text_hidden, pretrained=pretrained)
         self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, h), nn.LayerNorm(h))
+        if cfg.word_shape:
+            self.shape_embed = nn.Embedding(len(SHAPES), h)
         self.vision_encoder = build_vision_encoder(cfg.vision_encoder, h, pretrained=pretrained)
         if self.vision_encoder is not None:
             self.region_proj = nn.Sequential(nn.Linear(self.vision_encoder.hidden_size, h), nn.LayerNorm(h))
@@ -72,10 +91,14 @@ class MQSPN(nn.Module):
             encoders["vision"] = self.vision_encoder
         return encoders
 
-    def set_encoders_frozen(self, frozen: bool) -> None:
-        """Freeze (or release) the pretrained encoders. Frozen encoders run in eval mode and are cached."""
+    def set_encoders_frozen(self, frozen: bool, top_layers: int = -1) -> None:
+        """Freeze (or release) the pretrained encoders. Frozen encoders run in eval mode and are cached.
+        Released with `top_layers` = N >= 1, only the top N blocks of each encoder (and what follows
+        them, e.g. a final norm) train: the backward pass stops there, so a step costs much less."""
         for name, module in self.pretrained_encoders().items():
             module.requires_grad_(not frozen)
+            if not frozen and top_layers >= 0:
+                freeze_below_top_layers(module, top_layers, name)
             self._caches[name] = FrozenCache()
         self.frozen = frozen
         self.train(self.training)
@@ -148,6 +171,8 @@ class MQSPN(nn.Module):
     def forward(self, batch) -> dict:
         b = batch["word_mask"].shape[0]
         text = self.text_proj(self._encode_text(batch))
+        if self.config.word_shape:
+            text = text + self.shape_embed(batch["word_shapes"])
         text_pad = ~batch["word_mask"]
         regions, region_pad = self._region_states(batch, b)
         query_states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
