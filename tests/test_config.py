@@ -34,3 +34,10 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(ValueError, match=message):
         load_config(DEMO, [item])
+
+
+@pytest.mark.parametrize("path", sorted((DEMO.parent).glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    assert cfg.model.num_queries % max(len(cfg.model.types), 1) == 0  # u is a multiple of the type count
+    assert (cfg.data.regions == "none") == (cfg.model.vision_encoder == "none")

@@ -96,8 +96,9 @@ def test_diverging_training_stops_with_the_non_finite_loss_message(synth, tmp_pa
 
 
 #: GMNER F1 points by which the trained model must beat its own predictions with every box removed.
-#: Measured over 5 (model seed, dataset seed) pairs: +14 to +26.
-MARGIN = 8.0
+#: Measured with the current crop CNN over 6 (dataset seed, model seed) pairs: +5.7 to +25.3; this
+#: test's pair (0, 5) gives +9.2.
+MARGIN = 5.0
 
 
 def test_short_training_clearly_beats_the_text_only_baseline(synth, tmp_path):
