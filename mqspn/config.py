@@ -67,6 +67,7 @@ class ModelConfig:
     vision_encoder: str = "cnn"  # cnn | clip:<local CLIP folder> | features | none
     ungroundable_slot: str = "blank"  # blank (encoding of a blank image, paper) | learned
     crop_size: int = 32
+    crop_augment: bool = False  # training: mirror, shift and re-light each crop (encoders that are trained, not cached)
     top_k: int = 10
     feature_dim: int = 2048  # vision_encoder=features: the detector feature size
     hidden_size: int = 128
@@ -98,13 +99,20 @@ class ModelConfig:
     null_weight: float = 0.1
     region_loss: str = "bce"  # bce over the k+1 slots (paper) | softmax (slots compete; multi-positive CE)
     max_targets: int = 0  # replicate the gold set up to this many targets (0: no replication)
-    max_span_words: int = 12  # decoding: longest span considered
+    # Decoding (mqspn.model.decode); the defaults are the paper's.
+    max_span_words: int = 12  # longest span considered
+    entity_threshold: float = 0.0  # drop queries whose type probability is below this
+    decode_rank: str = "type"  # type (paper) | joint: type probability x boundary probabilities
+    region_vote: bool = False  # region = argmax of the probabilities averaged over the queries on the same span
 
     def __post_init__(self) -> None:
         check_types(self, "model")
-        for name, allowed in (("region_loss", ("bce", "softmax")), ("ungroundable_slot", ("blank", "learned"))):
+        for name, allowed in (("region_loss", ("bce", "softmax")), ("ungroundable_slot", ("blank", "learned")),
+                              ("decode_rank", ("type", "joint"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        if not 0.0 <= self.entity_threshold < 1.0:
+            raise ValueError(f"model.entity_threshold={self.entity_threshold}: expected a probability in [0, 1)")
 
 
 @dataclass

@@ -71,8 +71,7 @@ def predict_batches(model, loader: Iterable, device: torch.device, progress: boo
     predictions: dict[str, list[Entity]] = {}
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         outputs = model(to_device(batch, device))
-        decoded = decode(outputs, [len(p.words) for p in batch["posts"]], batch["regions"],
-                         model.config.types, model.config.max_span_words)
+        decoded = decode(outputs, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
         for post, entities in zip(batch["posts"], decoded):
             predictions[post.id] = entities
     return predictions

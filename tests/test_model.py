@@ -14,6 +14,7 @@ from mqspn.batching import collate
 from mqspn.config import TrainConfig
 from mqspn.model.decode import decode
 from mqspn.model.mqspn import MQSPN
+from mqspn.model.vision_encoder import augment_crops
 from mqspn.types import Region
 
 HEAD_KEYS = {"start_logits", "end_logits", "region_logits", "type_logits"}
@@ -78,7 +79,7 @@ def test_decoding_keeps_the_best_non_overlapping_spans_with_their_candidate_boxe
     last["type_logits"][..., -1] = -1e4  # no query may say "no entity": 8 candidates a post
     last["region_logits"][0, :, 2] = 1e4  # slot 2 = the second candidate of post 1
     last["region_logits"][1, :, 3] = 1e4  # slot 3 = the third candidate of post 2
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
     assert {e.box for e in decoded[0]} == {regions[1].box} and {e.box for e in decoded[1]} == {moved[2].box}
     for entities in decoded:
         spans = sorted(e.span for e in entities)
@@ -87,7 +88,7 @@ def test_decoding_keeps_the_best_non_overlapping_spans_with_their_candidate_boxe
         assert [e.score for e in entities] == sorted((e.score for e in entities), reverse=True)
         assert all(e.type in model.config.types for e in entities)
     last["region_logits"][..., 0] = 1e5  # slot 0 wins everywhere: not in the image
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
     assert all(e.box is None for entities in decoded for e in entities)
 
 
@@ -97,7 +98,7 @@ def test_a_post_where_every_query_says_no_entity_decodes_to_nothing():
     with torch.no_grad():
         out = model(batch)
     out["layers"][-1]["type_logits"][0, :, -1] = 1e4  # post 0: null everywhere; the others unchanged
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config.types)
+    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
     assert decoded[0] == [] and len(decoded) == 3
 
 
@@ -116,6 +117,8 @@ SWITCHES = {
     "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
     "features": {"vision_encoder": "features"},
     "text-only": {"vision_encoder": "none"},
+    "crop-augment": {"crop_augment": True},
+    "region-vote": {"region_vote": True},
 }
 
 
@@ -137,11 +140,12 @@ def test_every_boolean_switch_of_the_config_is_exercised():
     assert switches <= {key for overrides in SWITCHES.values() for key in overrides}
 
 
-#: Switches of the matching and the loss, not of the network.
-TRAINING_ONLY = {"fixed-order-matching", "softmax-region-loss", "replicated-targets"}
+#: Switches of the matching, the loss, the training-time augmentation or the decoding: the network and
+#: its eval-mode outputs stay the same.
+NOT_THE_NETWORK = {"fixed-order-matching", "softmax-region-loss", "replicated-targets", "crop-augment", "region-vote"}
 
 
-@pytest.mark.parametrize("name", [n for n in SWITCHES if n not in TRAINING_ONLY])
+@pytest.mark.parametrize("name", [n for n in SWITCHES if n not in NOT_THE_NETWORK])
 def test_each_model_switch_changes_the_model(name):
     # Either the switch changes which weights exist, or with the default model's weights it changes the outputs.
     default, switched = tiny_model().eval(), tiny_model(**SWITCHES[name]).eval()
@@ -153,6 +157,32 @@ def test_each_model_switch_changes_the_model(name):
         a, b = default(hand_batch(default)), switched(hand_batch(switched))
         outputs_differ = not torch.allclose(a["layers"][-1]["type_logits"], b["layers"][-1]["type_logits"])
     assert not same_weights or outputs_differ
+
+
+def test_crop_augmentation_changes_training_forwards_only():
+    model = tiny_model(crop_augment=True)
+    batch = hand_batch(model)
+    regions = lambda: model(batch)["layers"][-1]["region_logits"]
+    model.train()
+    torch.manual_seed(0)
+    first, second = regions(), regions()
+    assert not torch.allclose(first, second)
+    model.eval()
+    assert torch.equal(regions(), regions())
+
+
+def test_augment_crops_mirrors_shifts_and_relights_within_bounds():
+    crops = torch.zeros(64, 3, 8, 8, dtype=torch.uint8)
+    crops[:, :, :, :4] = 200  # left half bright
+    torch.manual_seed(0)
+    out = augment_crops(crops, shift=0, brightness=0.0)
+    left_bright = out[:, 0, 0, 0] == 200
+    assert out.dtype == torch.float32 and out.shape == crops.shape
+    assert 10 < int(left_bright.sum()) < 54  # about half mirrored
+    assert torch.equal(out[~left_bright, 0, 0, 4:], torch.full((int((~left_bright).sum()), 4), 200.0))
+    lit = augment_crops(crops, shift=2, brightness=0.1)
+    assert lit.min() >= 0 and lit.max() <= 220 + 1e-4 and lit.max() > 200
+    assert not torch.equal(lit, out)
 
 
 def test_wrong_switch_values_are_clear_errors():

@@ -1,10 +1,22 @@
-"""Turn the last layer's head outputs into entities (spec section 3, decoding)."""
+"""Turn the last layer's head outputs into entities (spec section 3, decoding).
+
+The paper's decoding is the default; three `ModelConfig` options change it, each measured in
+docs/results.md:
+- `entity_threshold`: drop queries whose (non-null) type probability is below it. Real posts have many
+  capitalised non-entities, and a query that is unsure of its type is then more often wrong than right.
+- `decode_rank = "joint"`: rank by type probability times the span's boundary probabilities, so that,
+  of several queries on overlapping spans, the one surest of its boundaries wins (paper: type only).
+- `region_vote`: the region of a kept entity is the argmax of the region probabilities averaged over all
+  queries that decode to the same span. With gold-set replication (`max_targets`) several queries learn
+  each entity, and their average is a steadier vote than the single winning query's.
+"""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
 
+from mqspn.config import ModelConfig
 from mqspn.types import Entity, Region
 
 
@@ -21,34 +33,49 @@ def best_spans(start_p: torch.Tensor, end_p: torch.Tensor, max_len: int) -> tupl
     return flat // n, flat % n
 
 
+def region_probs(region_logits: torch.Tensor, softmax: bool) -> torch.Tensor:
+    """[..., k+1] logits -> per-slot probabilities as the region loss trains them."""
+    return region_logits.softmax(-1) if softmax else torch.sigmoid(region_logits)
+
+
 @torch.no_grad()
 def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[Region]],
-           types: Sequence[str], max_span_words: int = 12) -> list[list[Entity]]:
+           cfg: ModelConfig) -> list[list[Entity]]:
     """-> per post, entities sorted by score; spans overlapping a higher-scored kept span are dropped.
 
     Each query gives its argmax type (null: no entity), its best span and its argmax region slot
-    (slot 0: ungroundable -> box None, slot j: the j-th candidate's box).
+    (slot 0: ungroundable -> box None, slot j: the j-th candidate's box). `Entity.score` is the ranking
+    score (`cfg.decode_rank`).
     """
     last = outputs["layers"][-1]
     type_p = last["type_logits"].float().softmax(-1).cpu()
     start_p = torch.sigmoid(last["start_logits"].float()).cpu()
     end_p = torch.sigmoid(last["end_logits"].float()).cpu()
-    region = last["region_logits"].float().cpu()
+    region_p = region_probs(last["region_logits"].float(), cfg.region_loss == "softmax").cpu()
     null = type_p.shape[-1] - 1
     results = []
     for b, n in enumerate(num_words):
-        candidates = []
-        score, cls = type_p[b].max(-1)
-        keep = torch.nonzero(cls != null).flatten()
-        starts, ends = best_spans(start_p[b, keep, :n], end_p[b, keep, :n], max_span_words)
-        slots = region[b, keep, : len(regions[b]) + 1].argmax(-1)
-        for q, s, e, slot in zip(keep.tolist(), starts.tolist(), ends.tolist(), slots.tolist()):
+        type_score, cls = type_p[b].max(-1)
+        keep = torch.nonzero((cls != null) & (type_score >= cfg.entity_threshold)).flatten()
+        starts, ends = best_spans(start_p[b, keep, :n], end_p[b, keep, :n], cfg.max_span_words)
+        score = type_score[keep]
+        if cfg.decode_rank == "joint":
+            score = score * start_p[b, keep, starts] * end_p[b, keep, ends]
+        probs = region_p[b, keep, : len(regions[b]) + 1]
+        order = score.argsort(descending=True, stable=True).tolist()
+        kept: list[int] = []
+        for i in order:
+            if all(ends[i] < starts[j] or starts[i] > ends[j] for j in kept):
+                kept.append(i)
+        entities = []
+        for i in kept:
+            if cfg.region_vote:
+                same = (starts == starts[i]) & (ends == ends[i])
+                slot = int(probs[same].mean(0).argmax())
+            else:
+                slot = int(probs[i].argmax())
             boxes = [regions[b][slot - 1].box] if slot > 0 else []
-            candidates.append(Entity(s, e, types[int(cls[q])], boxes=boxes, score=float(score[q])))
-        candidates.sort(key=lambda ent: -ent.score)
-        kept: list[Entity] = []
-        for ent in candidates:
-            if all(ent.end < k.start or ent.start > k.end for k in kept):
-                kept.append(ent)
-        results.append(kept)
+            entities.append(Entity(int(starts[i]), int(ends[i]), cfg.types[int(cls[keep[i]])], boxes=boxes,
+                                   score=float(score[i])))
+        results.append(entities)
     return results

@@ -11,7 +11,7 @@ from mqspn.model.heads import MSPHeads
 from mqspn.model.qfnet import QFNet
 from mqspn.model.queries import QuerySet
 from mqspn.model.text_encoder import TextEncoder
-from mqspn.model.vision_encoder import build_vision_encoder
+from mqspn.model.vision_encoder import augment_crops, build_vision_encoder
 from mqspn.model.word_shape import SHAPES
 
 
@@ -134,6 +134,8 @@ class MQSPN(nn.Module):
             return self.region_proj(batch["region_features"])
         crops = batch["crops"]
         if not (self.frozen and "vision" in self.pretrained_encoders()):
+            if self.training and self.config.crop_augment:
+                crops = augment_crops(crops)
             return self.region_proj(self.vision_encoder(crops))
         bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
 

@@ -144,13 +144,19 @@ def plan_posts(world: World, posts: int, rng: np.random.Generator) -> list[Plann
     return plans
 
 
-def render_post(plan: PlannedPost, seed: int) -> RenderedPost:
-    """Draw the post's image, run the simulated detector and collect the gold boxes of its mentions."""
+def layout(plan: PlannedPost, seed: int):
+    """-> (drawn, boxes, (width, height), rng): the post's things in drawing order with their boxes, the
+    image size, and the random stream that goes on to draw the image (so a layout is reproducible alone)."""
     rng = np.random.default_rng([seed, 2, plan.index])
     width, height = image_size(rng)
     order = rng.permutation(len(plan.drawn))
     drawn = [plan.drawn[i] for i in order]
-    boxes = place([look.kind for look, _ in drawn], width, height, rng)
+    return drawn, place([look.kind for look, _ in drawn], width, height, rng), (width, height), rng
+
+
+def render_post(plan: PlannedPost, seed: int) -> RenderedPost:
+    """Draw the post's image, run the simulated detector and collect the gold boxes of its mentions."""
+    drawn, boxes, (width, height), rng = layout(plan, seed)
     things = [Thing(look, box) for (look, _), box in zip(drawn, boxes)]
     image = draw_scene(things, width, height, rng)
     buffer = io.BytesIO()
