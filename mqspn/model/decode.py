@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 
 from mqspn.config import ModelConfig
+from mqspn.model.heads import region_probs
 from mqspn.types import Entity, Region
 
 
@@ -31,11 +32,6 @@ def best_spans(start_p: torch.Tensor, end_p: torch.Tensor, max_len: int) -> tupl
     allowed = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < max_len)
     flat = joint.masked_fill(~allowed, -1.0).reshape(u, n * n).argmax(-1)
     return flat // n, flat % n
-
-
-def region_probs(region_logits: torch.Tensor, softmax: bool) -> torch.Tensor:
-    """[..., k+1] logits -> per-slot probabilities as the region loss trains them."""
-    return region_logits.softmax(-1) if softmax else torch.sigmoid(region_logits)
 
 
 @torch.no_grad()

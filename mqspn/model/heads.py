@@ -7,6 +7,12 @@ from torch import nn
 from mqspn.config import ModelConfig
 
 
+def region_probs(region_logits: torch.Tensor, softmax: bool) -> torch.Tensor:
+    """[..., k+1] region logits -> per-slot probabilities as the region loss trains them: a softmax over
+    the slots (`region_loss=softmax`) or an independent sigmoid per slot (`bce`)."""
+    return region_logits.softmax(-1) if softmax else torch.sigmoid(region_logits)
+
+
 class PairScorer(nn.Module):
     """S = ReLU(Q W_q + X W_x); logits = S w (+ (Q U_q) . (X U_x) / sqrt(head) when `bilinear`).
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from mqspn.model.heads import region_probs
+
 
 class NonFiniteOutputError(ArithmeticError):
     """The model produced NaN or infinite scores, so there is nothing to match (training diverged)."""
@@ -30,8 +32,7 @@ class HungarianMatcher:
         p_type = outputs["type_logits"][b].float().softmax(-1)[:, target["types"]]
         p_start = torch.sigmoid(outputs["start_logits"][b].float())[:, target["starts"]]
         p_end = torch.sigmoid(outputs["end_logits"][b].float())[:, target["ends"]]
-        region_logits = outputs["region_logits"][b].float()  # [u, k+1]
-        p_region = region_logits.softmax(-1) if self.region_softmax else torch.sigmoid(region_logits)
+        p_region = region_probs(outputs["region_logits"][b].float(), self.region_softmax)  # [u, k+1]
         # Best probability among the slots that count as the entity's region.
         p_reg = (p_region.unsqueeze(1) * target["regions"].unsqueeze(0)).amax(-1)
         return -(self.w_type * p_type + self.w_boundary * (p_start + p_end) + self.w_region * p_reg)
