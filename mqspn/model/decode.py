@@ -59,9 +59,10 @@ def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[R
             score = score * start_p[b, keep, starts] * end_p[b, keep, ends]
         probs = region_p[b, keep, : len(regions[b]) + 1]
         order = score.argsort(descending=True, stable=True).tolist()
+        first, last_word = starts.tolist(), ends.tolist()  # plain ints: the overlap test runs per pair
         kept: list[int] = []
         for i in order:
-            if all(ends[i] < starts[j] or starts[i] > ends[j] for j in kept):
+            if all(last_word[i] < first[j] or first[i] > last_word[j] for j in kept):
                 kept.append(i)
         entities = []
         for i in kept:
@@ -71,7 +72,7 @@ def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[R
             else:
                 slot = int(probs[i].argmax())
             boxes = [regions[b][slot - 1].box] if slot > 0 else []
-            entities.append(Entity(int(starts[i]), int(ends[i]), cfg.types[int(cls[keep[i]])], boxes=boxes,
+            entities.append(Entity(first[i], last_word[i], cfg.types[int(cls[keep[i]])], boxes=boxes,
                                    score=float(score[i])))
         results.append(entities)
     return results
