@@ -14,6 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mqspn.boxes import IOU_THRESHOLD, iou_matrix
+from mqspn.model.word_hash import word_hashes
 from mqspn.model.word_shape import word_shapes
 from mqspn.types import Post, Region
 
@@ -24,6 +25,7 @@ class Example:
     input_ids: list[int]
     word_index: list[int]
     shapes: list[int]  # `mqspn.model.word_shape` class per word
+    hashes: list[int]  # `mqspn.model.word_hash` per word
     regions: list[Region]
     crops: Optional[torch.Tensor]  # uint8 [k, 3, S, S] (vision_encoder cnn/clip)
     features: Optional[torch.Tensor]  # float [k, D] (vision_encoder features)
@@ -108,7 +110,8 @@ class ExampleBuilder:
             if missing:
                 raise ValueError(f"post {post.id}: proposals carry no box_features; use vision_encoder cnn/clip")
             features = torch.from_numpy(np.stack([r.features for r in regions]).astype(np.float32)) if regions else torch.zeros(0, 0)
-        return Example(post, ids, word_index, word_shapes(post.words), list(regions), crops, features,
+        return Example(post, ids, word_index, word_shapes(post.words), word_hashes(post.words),
+                       list(regions), crops, features,
                        self.target(post, regions))
 
     def target(self, post: Post, regions: Sequence[Region]) -> dict[str, torch.Tensor]:
@@ -161,18 +164,21 @@ def collate(examples: Sequence[Example]) -> dict:
     word_index = torch.full((b, length), -1, dtype=torch.int64)
     word_mask = torch.zeros(b, n, dtype=torch.bool)
     shapes = torch.zeros(b, n, dtype=torch.int64)
+    hashes = torch.zeros(b, n, dtype=torch.int64)
     for i, e in enumerate(examples):
         input_ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
         attention[i, : len(e.input_ids)] = 1
         word_index[i, : len(e.word_index)] = torch.tensor(e.word_index)
         word_mask[i, : len(e.post.words)] = True
         shapes[i, : len(e.shapes)] = torch.tensor(e.shapes)
+        hashes[i, : len(e.hashes)] = torch.tensor(e.hashes)
     batch = {
         "input_ids": input_ids,
         "attention_mask": attention,
         "word_index": word_index,
         "word_mask": word_mask,
         "word_shapes": shapes,
+        "word_hashes": hashes,
         "region_counts": [len(e.regions) for e in examples],
         "text_keys": [tuple(e.post.words) for e in examples],
         "region_keys": [(e.post.image, tuple(r.box for r in e.regions)) for e in examples],

@@ -80,8 +80,10 @@ class ModelConfig:
     tiny_text_hidden: int = 32  # size of the random-init text encoder used by tests
     # Paper-vs-code choices (spec section 3), each switchable.
     type_uses_region: bool = True  # classification features include P_r V (paper) or not (released code)
+    region_uses_span: bool = False  # the region scorer sees the query plus the text its boundary pointers select
     bilinear_scores: bool = False  # add a bilinear query-candidate term to the boundary/region scores
     word_shape: bool = False  # add a learned word-shape embedding (casing) to the text states; for uncased encoders
+    word_buckets: int = 0  # >0: add a learned embedding of each word's identity, hashed into this many rows
     # Ablations (paper Table 3).
     use_type_queries: bool = True
     learnable_queries: bool = True
@@ -111,6 +113,8 @@ class ModelConfig:
                               ("decode_rank", ("type", "joint"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"model.{name}={getattr(self, name)!r}: expected one of {', '.join(allowed)}")
+        if self.word_buckets < 0:
+            raise ValueError(f"model.word_buckets={self.word_buckets}: expected 0 (off) or a number of rows")
         if not 0.0 <= self.entity_threshold < 1.0:
             raise ValueError(f"model.entity_threshold={self.entity_threshold}: expected a probability in [0, 1)")
 

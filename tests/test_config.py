@@ -30,6 +30,7 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     ("train.nope=1", r"unknown key 'nope' in section train"),
     ("epochs=1", r"key must be data.<name>, model.<name> or train.<name>"),
     ("train.epochs", r"expected section.key=value"),
+    ("model.word_buckets=-1", r"model.word_buckets=-1: expected 0 \(off\) or a number of rows"),
 ])
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(ValueError, match=message):

@@ -173,8 +173,9 @@ UNUSED = {"text_encoder.backbone.pooler.dense.weight", "text_encoder.backbone.po
 
 @pytest.mark.parametrize("overrides", [{}, {"vision_encoder": "features"}, {"vision_encoder": "none"},
                                        {"learnable_queries": False}, {"ungroundable_slot": "learned"},
-                                       {"word_shape": True}],
-                         ids=["cnn", "features", "text-only", "handwritten-queries", "learned-slot", "word-shape"])
+                                       {"word_shape": True}, {"word_buckets": 64}, {"region_uses_span": True}],
+                         ids=["cnn", "features", "text-only", "handwritten-queries", "learned-slot", "word-shape",
+                              "word-buckets", "region-uses-span"])
 def test_gradients_reach_every_trainable_parameter(overrides):
     model = tiny_model(**overrides).train()
     train_step(model, hand_batch(model))  # groundable, ungroundable, uncovered entities, a post without any

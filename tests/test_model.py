@@ -111,7 +111,9 @@ SWITCHES = {
     "fixed-order-matching": {"bipartite_matching": False},
     "type-without-region": {"type_uses_region": False},
     "bilinear-scores": {"bilinear_scores": True},
+    "region-uses-span": {"region_uses_span": True},
     "word-shape": {"word_shape": True},
+    "word-buckets": {"word_buckets": 64},
     "softmax-region-loss": {"region_loss": "softmax"},
     "replicated-targets": {"max_targets": 8},
     "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
@@ -235,6 +237,14 @@ def test_frozen_text_encoder_is_cached_and_gives_the_same_outputs():
     new = dataclasses.replace(post, id="p9", words=post.words[:-1] + ["tonight"], entities=post.entities)
     model(collate(build_examples(model, [hand_posts()[1], (new, regions)])))
     assert rows.rows == 4
+    # The trainer freezes again at every epoch; an encoder that stays frozen keeps its cache.
+    model.set_encoders_frozen(True)
+    model(batch)
+    assert rows.rows == 4, "freezing an already frozen encoder dropped its cache"
+    model.set_encoders_frozen(False)
+    model.set_encoders_frozen(True)
+    model(batch)
+    assert rows.rows == 7, "a released and frozen again encoder has new weights: its cache must be new"
 
 
 def test_frozen_encoders_get_no_gradient_and_released_ones_train_again():

@@ -45,6 +45,10 @@ class PairScorer(nn.Module):
 class MSPHeads(nn.Module):
     """Per-query span boundaries, region slot and type.
 
+    The type head reads [q W_c; P_start T; P_end T; P_r V] (paper; the last term per `type_uses_region`).
+    With `region_uses_span` the region scorer reads q + [P_start T; P_end T] W_s instead of q alone: the
+    words the query points at carry the entity's identity more directly than the query state does.
+
     forward(q [B, u, h], text [B, n, h], text_pad [B, n], regions [B, k+1, h], region_pad [B, k+1]) ->
       start_logits [B, u, n], end_logits [B, u, n]   (padding = -inf)
       region_logits [B, u, k+1]                       (slot 0 = ungroundable; padding = -inf)
@@ -56,7 +60,9 @@ class MSPHeads(nn.Module):
         h = cfg.hidden_size
         self.boundary = PairScorer(h, cfg.head_size, 2, cfg.bilinear_scores)
         self.region = PairScorer(h, cfg.head_size, 1, cfg.bilinear_scores)
-        self.use_region = cfg.type_uses_region
+        self.use_region, self.use_span = cfg.type_uses_region, cfg.region_uses_span
+        if self.use_span:
+            self.span_to_region = nn.Linear(2 * h, h)
         parts = 4 if self.use_region else 3
         self.wc = nn.Linear(h, h)
         self.classify = nn.Sequential(nn.Linear(parts * h, h), nn.GELU(), nn.Linear(h, len(cfg.types) + 1))
@@ -72,8 +78,10 @@ class MSPHeads(nn.Module):
         neg = torch.finfo(q.dtype).min
         boundary = self.boundary(q, text).masked_fill(text_pad[:, None, :, None], neg)
         start, end = boundary[..., 0], boundary[..., 1]
-        region = self.region(q, regions)[..., 0].masked_fill(region_pad[:, None, :], neg)
-        parts = [self.wc(q), self._pool(start, text), self._pool(end, text)]
+        spans = [self._pool(start, text), self._pool(end, text)]
+        region_q = q + self.span_to_region(torch.cat(spans, -1)) if self.use_span else q
+        region = self.region(region_q, regions)[..., 0].masked_fill(region_pad[:, None, :], neg)
+        parts = [self.wc(q), *spans]
         if self.use_region:
             parts.append(self._pool(region, regions))
         return {

@@ -49,7 +49,7 @@ class MQSPN(nn.Module):
     """forward(batch) -> {"layers": [per-layer head outputs], "text_pad": [B, n], "region_pad": [B, k+1]}.
 
     Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
-    word_mask/word_shapes [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
+    word_mask/word_shapes/word_hashes [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
     text_keys / region_keys (content keys for the frozen caches).
     """
 
@@ -61,6 +61,8 @@ class MQSPN(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(self.text_encoder.hidden_size, h), nn.LayerNorm(h))
         if cfg.word_shape:
             self.shape_embed = nn.Embedding(len(SHAPES), h)
+        if cfg.word_buckets:
+            self.word_embed = nn.Embedding(cfg.word_buckets, h)
         self.vision_encoder = build_vision_encoder(cfg.vision_encoder, h, pretrained=pretrained)
         if self.vision_encoder is not None:
             self.region_proj = nn.Sequential(nn.Linear(self.vision_encoder.hidden_size, h), nn.LayerNorm(h))
@@ -99,7 +101,10 @@ class MQSPN(nn.Module):
             module.requires_grad_(not frozen)
             if not frozen and top_layers >= 0:
                 freeze_below_top_layers(module, top_layers, name)
-            self._caches[name] = FrozenCache()
+            if frozen != self.frozen:
+                # Cached outputs stay valid while the encoder stays frozen: the trainer calls this every
+                # epoch, and re-encoding every post each epoch cost a third of a demo epoch.
+                self._caches[name] = FrozenCache()
         self.frozen = frozen
         self.train(self.training)
 
@@ -175,6 +180,8 @@ class MQSPN(nn.Module):
         text = self.text_proj(self._encode_text(batch))
         if self.config.word_shape:
             text = text + self.shape_embed(batch["word_shapes"])
+        if self.config.word_buckets:
+            text = text + self.word_embed(batch["word_hashes"] % self.config.word_buckets)
         text_pad = ~batch["word_mask"]
         regions, region_pad = self._region_states(batch, b)
         query_states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
