@@ -30,11 +30,11 @@ class CropCNN(nn.Module):
     def __init__(self, out_dim: int) -> None:
         super().__init__()
         chans = (3, 16, 32, 64)
-        # The first layer strides instead of pooling: full-resolution 3x3 activations cost the most on a CPU,
-        # and the colour path below keeps the full-resolution colour information.
-        layers: list[nn.Module] = [nn.Conv2d(3, chans[1], 3, stride=2, padding=1), nn.GroupNorm(8, chans[1]), nn.ReLU()]
-        for cin, cout in zip(chans[1:-1], chans[2:]):
-            layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.ReLU(), nn.MaxPool2d(2)]
+        # Every layer strides instead of convolving at full size and pooling: 3x3 activations at full size
+        # cost the most on a CPU, and the colour path below keeps the full-resolution colour information.
+        layers: list[nn.Module] = []
+        for cin, cout in zip(chans[:-1], chans[1:]):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.ReLU()]
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
         colours = 32
         self.colour = nn.Sequential(nn.Conv2d(3, colours, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
