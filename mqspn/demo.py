@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (data / "synth.json").is_file():
         print(f"== generating the synthetic benchmark ({args.posts} posts) in {data}", flush=True)
-        generate(data, posts=args.posts, seed=0)
+        generate(data, posts=args.posts, seed=0, workers=os.cpu_count() or 1)
     overrides = [f"data.root={json.dumps(str(data))}"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     cfg = load_config(CONFIG, overrides)
     run_dir = out / "run"

@@ -42,9 +42,14 @@ def test_same_seed_gives_byte_identical_files_and_another_seed_differs(tmp_path)
     assert first["images/s000000.jpg"] != other["images/s000000.jpg"]
 
 
-def _files_of(out: Path, seed: int) -> dict[str, bytes]:
-    generate(out, posts=60, seed=seed, progress=False)
+def _files_of(out: Path, seed: int, workers: int = 1) -> dict[str, bytes]:
+    generate(out, posts=60, seed=seed, progress=False, workers=workers)
     return _files(out)
+
+
+def test_drawing_in_worker_processes_writes_the_same_bytes(tmp_path):
+    alone, pooled = _files_of(tmp_path / "alone", 4), _files_of(tmp_path / "pooled", 4, workers=2)
+    assert len(alone) > 150 and alone == pooled
 
 
 def test_layout_reads_back_with_the_summary_counts(corpus):
@@ -166,11 +171,13 @@ def test_refuses_foreign_or_existing_output_unless_forced(tmp_path):
     assert len(list((out / "images").iterdir())) == len(list((out / "proposals").iterdir())) == 20
 
 
-def test_rejects_too_few_posts_and_negative_seeds(tmp_path):
+def test_rejects_too_few_posts_negative_seeds_and_no_workers(tmp_path):
     with pytest.raises(ValueError, match="at least 10"):
         generate(tmp_path / "x", posts=5, progress=False)
     with pytest.raises(ValueError, match="non-negative"):
         generate(tmp_path / "y", posts=20, seed=-1, progress=False)
+    with pytest.raises(ValueError, match="--workers must be at least 1, got 0"):
+        generate(tmp_path / "z", posts=20, workers=0)
 
 
 def test_command_line_writes_the_layout_and_prints_the_summary(tmp_path, capsys):

@@ -1,6 +1,6 @@
 """`mqspn synth`: write the synthetic grounded benchmark (Twitter-GMNER layout, no download needed).
 
-    mqspn synth --out DIR [--seed S] [--posts N] [--force]
+    mqspn synth --out DIR [--seed S] [--posts N] [--workers W] [--force]
 
 Writes `DIR/txt/{train,dev,test}.txt`, `DIR/xml/`, `DIR/images/` and `DIR/proposals/` (see
 `mqspn.synth.generate`) and prints per-split counts, the ungroundable share and proposal coverage.
@@ -8,6 +8,7 @@ Writes `DIR/txt/{train,dev,test}.txt`, `DIR/xml/`, `DIR/images/` and `DIR/propos
 from __future__ import annotations
 
 import argparse
+import os
 
 from mqspn.synth.generate import COVERAGE_TOP_K, generate
 
@@ -26,12 +27,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="random seed; equal seeds give byte-identical files (default 0)"
     )
     parser.add_argument("--posts", type=int, default=3000, help="number of posts, split 70/15/15 (default 3000)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes drawing the images; the files do not depend on it (default: all CPUs)")
     parser.add_argument("--force", action="store_true", help="overwrite a previous synth output in DIR")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = generate(args.out, posts=args.posts, seed=args.seed, force=args.force)
+    summary = generate(args.out, posts=args.posts, seed=args.seed, force=args.force, workers=args.workers)
     print(format_summary(summary))
     return 0
 

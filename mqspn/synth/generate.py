@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import shutil
 import xml.etree.ElementTree as ET
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -66,11 +69,13 @@ class RenderedPost:
     boxes: dict[int, list[tuple[int, int, int, int]]]
 
 
-def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bool = True, force: bool = False) -> dict:
+def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bool = True, force: bool = False,
+             workers: int = 1) -> dict:
     """Write the benchmark to `out_dir` and return its summary (also saved as `out_dir/synth.json`).
 
     `out_dir` must be new, empty or (with `force`) a previous synth output, whose layout folders are
-    then replaced. Summary: `generator`, `complete`, `seed`, `posts`, `world` (entity count, ambiguous
+    then replaced. `workers` > 1 draws the images in that many processes; the files are the same
+    byte for byte, since every image has its own random stream. Summary: `generator`, `complete`, `seed`, `posts`, `world` (entity count, ambiguous
     strings), `splits` (per split: posts, entities, groundable, ungroundable, boxes,
     ungroundable_share), `ungroundable_share` and `proposal_coverage` (share of groundable entities
     with a top-10 proposal of IoU > 0.5 with one of their boxes).
@@ -79,6 +84,8 @@ def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bo
         raise ValueError(f"synth: --posts must be at least {MIN_POSTS} so every split has posts, got {posts}")
     if seed < 0:
         raise ValueError(f"synth: --seed must be a non-negative integer, got {seed}")
+    if workers < 1:
+        raise ValueError(f"synth: --workers must be at least 1, got {workers}")
     out = Path(out_dir)
     _prepare(out, force)
     world = build_world(np.random.default_rng([seed, 0]))
@@ -86,16 +93,18 @@ def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bo
     texts: dict[str, list[str]] = {name: [] for name, _ in SPLITS}
     counts = {name: dict(posts=0, entities=0, groundable=0, ungroundable=0, boxes=0) for name, _ in SPLITS}
     covered = 0
-    for plan in tqdm(plans, desc="synth", unit="post", disable=not progress):
-        rendered = render_post(plan, seed)
-        texts[plan.split].append(_conll(plan))
-        _write_post(out, plan, rendered)
-        count = counts[plan.split]
-        count["posts"] += 1
-        count["entities"] += len(plan.mentions)
-        count["groundable"] += sum(plan.visible)
-        count["boxes"] += sum(len(b) for b in rendered.boxes.values())
-        covered += _covered(rendered)
+    with _renderer(workers) as render:
+        rendered_posts = tqdm(render(render_post, plans, [seed] * len(plans)), total=len(plans), desc="synth",
+                              unit="post", disable=not progress)
+        for plan, rendered in zip(plans, rendered_posts):
+            texts[plan.split].append(_conll(plan))
+            _write_post(out, plan, rendered)
+            count = counts[plan.split]
+            count["posts"] += 1
+            count["entities"] += len(plan.mentions)
+            count["groundable"] += sum(plan.visible)
+            count["boxes"] += sum(len(b) for b in rendered.boxes.values())
+            covered += _covered(rendered)
     for name, posts_text in texts.items():
         (out / "txt" / f"{name}.txt").write_text("".join(posts_text), encoding="utf-8")
     for count in counts.values():
@@ -174,6 +183,17 @@ def _covered(rendered: RenderedPost) -> int:
     """How many of the post's groundable entities a top-k proposal covers (IoU > 0.5 with a gold box)."""
     top = rendered.proposals["bounding_boxes"][:COVERAGE_TOP_K]
     return sum(bool((iou_matrix(top, np.array(boxes)) > IOU_THRESHOLD).any()) for boxes in rendered.boxes.values())
+
+
+@contextmanager
+def _renderer(workers: int):
+    """-> a `map` (in order): the built-in one, or a pool of `workers` processes. Spawned, not forked:
+    the caller may have started torch's threads, and a forked copy of a threaded process can hang."""
+    if workers == 1:
+        yield map
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield lambda fn, *iterables: pool.map(fn, *iterables, chunksize=16)
 
 
 def _prepare(out: Path, force: bool) -> None:
