@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 from mqspn.config import load_config
 from mqspn.engine import loss_weights, weighted_total
 from mqspn.trainer import Run
+from side_by_side import report
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -60,11 +60,9 @@ def main() -> int:
             model.set_encoders_frozen(False)
             model.set_encoders_frozen(True)
             times["fresh"].append(steps())
-    kept, fresh = statistics.median(times["kept"]), statistics.median(times["fresh"])
-    print(f"{args.steps} training steps of configs/demo.yaml, median of {args.rounds} rounds")
-    print(f"cache kept across epochs : {kept:7.2f} s")
-    print(f"cache started afresh     : {fresh:7.2f} s")
-    print(f"ratio fresh / kept       : {fresh / kept:7.2f}x")
+    report(f"{args.steps} training steps of configs/demo.yaml, median of {args.rounds} rounds",
+           {"cache kept across epochs": times["kept"], "cache started afresh": times["fresh"]},
+           "cache started afresh", "cache kept across epochs")
     return 0
 
 

@@ -9,12 +9,12 @@ median seconds of each and their ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 from mqspn.synth.generate import generate
+from side_by_side import report
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -37,11 +37,9 @@ def main() -> int:
                 times[workers].append(time.perf_counter() - start)
         if files(Path(tmp) / "r0-w1") != files(Path(tmp) / f"r0-w{args.workers}"):
             raise SystemExit("the outputs differ between 1 and several workers")
-    one, many = statistics.median(times[1]), statistics.median(times[args.workers])
-    print(f"synth of {args.posts} posts, median of {args.rounds} rounds (same files)")
-    print(f"1 process   : {one:6.2f} s")
-    print(f"{args.workers} processes : {many:6.2f} s")
-    print(f"ratio       : {one / many:6.2f}x")
+    report(f"synth of {args.posts} posts, median of {args.rounds} rounds (same files)",
+           {"1 process": times[1], f"{args.workers} processes": times[args.workers]},
+           "1 process", f"{args.workers} processes")
     return 0
 
 
