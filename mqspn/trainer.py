@@ -8,6 +8,9 @@ Run directory:
   best/                model directory of the best dev GMNER F1 epoch
   test_metrics.json    test scores of best/ (computed once, after the last epoch)
   test_predictions.jsonl
+
+Under several processes (`mqspn.distributed`) every process trains a replica on its share of each
+batch and scores its share of dev/test; the first process alone writes the run directory.
 """
 from __future__ import annotations
 
@@ -22,8 +25,9 @@ from typing import Optional
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
-from mqspn import checkpoint
+from mqspn import checkpoint, distributed
 from mqspn.batching import ExampleBuilder, PostDataset, collate
 from mqspn.config import Config, ModelConfig, load_config, resolve
 from mqspn.data.datasets import dataset_types, read_split, split_file
@@ -88,6 +92,35 @@ def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[t
                                        generator=generator, collate_fn=collate)
 
 
+def train_loader(posts, builder, cfg: Config, generator: torch.Generator):
+    """Shuffled training batches; under N processes each takes batch_size / N posts of every batch
+    (a sampler seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
+    world = distributed.world_size()
+    if world == 1:
+        return loader(posts, builder, cfg.train.batch_size, True, generator)
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes; "
+                         f"use a multiple of {world}")
+    dataset = PostDataset(posts, builder)
+    sampler = torch.utils.data.DistributedSampler(dataset, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
+    return torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size // world, sampler=sampler,
+                                       collate_fn=collate)
+
+
+def shard(posts: list) -> list:
+    """This process's share of an evaluation split (every post once over all processes)."""
+    return posts[distributed.rank()::distributed.world_size()]
+
+
+def gathered_predictions(model, shard_loader, cfg: Config, device, desc: str) -> dict:
+    """Predict this process's shard (a loader over `shard(posts)`); -> the predictions of all posts."""
+    local = predict_batches(model, shard_loader, device, cfg.train.progress and distributed.is_main(), desc)
+    merged: dict = {}
+    for part in distributed.gather(local):
+        merged.update(part)
+    return merged
+
+
 def git_commit() -> Optional[str]:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
@@ -146,17 +179,22 @@ class Run:
 
     def __init__(self, cfg: Config, out: str | Path, resume_state: Optional[dict] = None) -> None:
         self.cfg, self.out = cfg, Path(out)
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = distributed.device()
+        self.world = distributed.world_size()
         seed_everything(cfg.train.seed)
         self.model = MQSPN(cfg.model).to(self.device)
+        if self.world > 1:
+            # The replicas start equal (same seed); dropout and crop augmentation then differ per process.
+            seed_everything(cfg.train.seed + distributed.rank())
         self.builder = build_builder(cfg, self.model)
         train_posts = read_posts(cfg, "train")
         if cfg.train.max_train_posts > 0:
             train_posts = train_posts[: cfg.train.max_train_posts]
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.train_loader = loader(train_posts, self.builder, cfg.train.batch_size, True, self.generator)
+        self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator)
         self.dev_posts = read_posts(cfg, "dev")
-        self.dev_loader = loader(self.dev_posts, self.builder, cfg.train.eval_batch_size, False)
+        self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
+        self._replica, self._replica_params = None, None
         self.criterion = build_criterion(cfg.model).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
@@ -170,11 +208,14 @@ class Run:
         if (out / "metrics.jsonl").exists():
             raise ValueError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
         cfg = prepare_config(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        cfg.save(out / "config.yaml")
-        meta = {"git_commit": git_commit(), "versions": checkpoint.library_versions(), "seed": cfg.train.seed,
-                "dataset_files": file_hashes(cfg), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        distributed.barrier()  # every process has checked `out` before the first one writes there
+        if distributed.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            cfg.save(out / "config.yaml")
+            meta = {"git_commit": git_commit(), "versions": checkpoint.library_versions(), "seed": cfg.train.seed,
+                    "processes": distributed.world_size(), "dataset_files": file_hashes(cfg),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            (out / "meta.json").write_text(json.dumps(meta, indent=2))
         return cls(cfg, out)
 
     @classmethod
@@ -189,8 +230,15 @@ class Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.generator.set_state(state["generator"])
-        set_rng_state(state["rng"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) != self.world:
+            raise ValueError(f"{self.out} was trained by {len(rngs)} process(es); resume it with as many "
+                             f"(mqspn train --nproc {len(rngs)}, or torchrun), not {self.world}")
+        set_rng_state(rngs[distributed.rank()])
         self.epoch, self.best = state["epoch"], state["best"]
+        distributed.barrier()  # every process has read the run before the first one rewrites metrics.jsonl
+        if not distributed.is_main():
+            return
         # Epoch lines written after the saved state (a kill between the two writes) are dropped.
         lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
         (self.out / "metrics.jsonl").write_text("".join(l + "\n" for l in lines[: self.epoch]))
@@ -199,26 +247,50 @@ class Run:
         f = self.cfg.train.freeze_epochs
         return f < 0 or epoch < f
 
+    def replica(self):
+        """The module a training step runs: the model, or under several processes its DDP wrapper, rebuilt
+        when the set of trained parameters changes (DDP only averages what trained when it was built)."""
+        if self.world == 1:
+            return self.model
+        trained = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
+        if trained != self._replica_params:
+            # Parameters a batch does not reach (no regions, no entities) vary from step to step; PyTorch
+            # warns once when the first step happens to reach them all.
+            self._replica = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+            self._replica_params = trained
+        return self._replica
+
     def run(self) -> dict:
-        progress = self.cfg.train.progress
+        main = distributed.is_main()
+        progress = self.cfg.train.progress and main
         for epoch in range(self.epoch, self.cfg.train.epochs):
             start = time.time()
             self.model.set_encoders_frozen(self.frozen_at(epoch), self.cfg.train.finetune_layers)
-            losses = train_one_epoch(self.model, self.criterion, self.train_loader, self.optimizer, self.scheduler,
+            if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
+                self.train_loader.sampler.set_epoch(epoch)
+            losses = train_one_epoch(self.replica(), self.criterion, self.train_loader, self.optimizer, self.scheduler,
                                      loss_weights(self.cfg.model), self.cfg.train.clip_norm, self.device, epoch, progress)
-            dev = score(self.dev_posts, predict_batches(self.model, self.dev_loader, self.device, progress, "dev"))
+            losses = distributed.mean(losses)
+            dev = score(self.dev_posts, gathered_predictions(self.model, self.dev_loader, self.cfg, self.device, "dev"))
             improved = dev["gmner"]["f1"] > self.best["gmner_f1"]
             if improved:
                 self.best = {"epoch": epoch + 1, "gmner_f1": dev["gmner"]["f1"]}
-                checkpoint.save_pretrained(self.model, self.out / "best", card=self._card(dev))
+                if main:
+                    checkpoint.save_pretrained(self.model, self.out / "best", card=self._card(dev))
             record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
                       **{f"dev_{task}_{m}": dev[task][m] for task in ("gmner", "mner", "eeg") for m in ("precision", "recall", "f1")},
                       "best_epoch": self.best["epoch"], "seconds": round(time.time() - start, 1)}
+            self.epoch = epoch + 1
+            rngs = distributed.gather(rng_state())
+            if not main:
+                continue
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-            self.epoch = epoch + 1
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "generator": self.generator.get_state(), "rng": rng_state(), "epoch": self.epoch, "best": self.best}
+                     "generator": self.generator.get_state(), "rng": rngs if self.world > 1 else rngs[0],
+                     "epoch": self.epoch, "best": self.best}
             checkpoint.save_pretrained(self.model, self.out / "last", card=self._card(dev), training_state=state)
             if progress:
                 print(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {losses['loss']:.4f}  dev GMNER F1 "
@@ -232,13 +304,15 @@ class Run:
 
     def test(self) -> dict:
         """Score the test split once, with the best-dev checkpoint."""
+        distributed.barrier()  # the first process has written best/
         best = checkpoint.from_pretrained(self.out / "best", self.device)
         test_posts = read_posts(self.cfg, "test")
-        preds = predict_batches(best, loader(test_posts, self.builder, self.cfg.train.eval_batch_size, False),
-                                self.device, self.cfg.train.progress, "test")
-        write_predictions(self.out / "test_predictions.jsonl", ((p.id, preds.get(p.id, [])) for p in test_posts))
+        test_loader = loader(shard(test_posts), self.builder, self.cfg.train.eval_batch_size, False)
+        preds = gathered_predictions(best, test_loader, self.cfg, self.device, "test")
         result = {"best_epoch": self.best["epoch"], "dev_gmner_f1": self.best["gmner_f1"], **score(test_posts, preds)}
-        (self.out / "test_metrics.json").write_text(json.dumps(result, indent=2))
+        if distributed.is_main():
+            write_predictions(self.out / "test_predictions.jsonl", ((p.id, preds.get(p.id, [])) for p in test_posts))
+            (self.out / "test_metrics.json").write_text(json.dumps(result, indent=2))
         return result
 
 
@@ -260,5 +334,27 @@ def train_seeds(cfg: Config, out: str | Path, seeds: list[int]) -> dict:
             values = np.array([results[s][task][m] for s in seeds])
             summary[task][m] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
                                 "values": values.tolist()}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if distributed.is_main():
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def train(cfg: Optional[Config], out: str | Path, resume: bool = False, seeds: Optional[list[int]] = None) -> dict:
+    """The `mqspn train` job, in this process or in each process of a group (`distributed.launch`):
+    continue the run in `out`, or one run per seed (-> summary), or one run (-> test scores)."""
+    if resume:
+        return Run.resume(out).run()
+    if seeds:
+        return train_seeds(cfg, out, seeds)
+    return Run.start(cfg, out).run()
+
+
+def launch_train(nproc: int, cfg: Optional[Config], out: str | Path, resume: bool = False,
+                 seeds: Optional[list[int]] = None) -> dict:
+    """`train` in `nproc` local data-parallel processes (1: this process, or torchrun's group when
+    launched by torchrun); -> what `train` returns, read back from the run directory."""
+    if nproc == 1:
+        distributed.init_from_env()
+        return train(cfg, out, resume, seeds)
+    distributed.launch(train, nproc, cfg, out, resume, seeds)
+    return json.loads((Path(out) / ("summary.json" if seeds and not resume else "test_metrics.json")).read_text())

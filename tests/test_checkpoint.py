@@ -28,7 +28,7 @@ def assert_same_outputs(a, b) -> None:
     a.eval(), b.eval()
     batch = hand_batch(a)
     with torch.no_grad():
-        out_a, out_b = a(batch), b(batch)
+        out_a, out_b = a(batch, all_layers=True), b(batch, all_layers=True)
     for layer_a, layer_b in zip(out_a["layers"], out_b["layers"], strict=True):
         for key, value in layer_a.items():
             assert torch.equal(value, layer_b[key]), key

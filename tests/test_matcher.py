@@ -69,7 +69,8 @@ def test_cost_is_the_weighted_sum_of_type_boundary_and_best_region_probabilities
     )
     # Entity 0: type 0, words 0..1, ungroundable (slot 0). Entity 1: type 1, words 1..2, both candidates count.
     tgt = target([0, 1], [0, 1], [1, 2], [[1, 0, 0], [0, 1, 1]])
-    cost = HungarianMatcher(cost_type=2.0, cost_boundary=0.5, cost_region=3.0).cost(out, 0, tgt)
+    matcher = HungarianMatcher(cost_type=2.0, cost_boundary=0.5, cost_region=3.0)
+    cost = matcher.cost(matcher.probabilities(out), 0, tgt)
     expected = -np.array([
         [2 * 0.7 + 0.5 * (0.9 + 0.5) + 3 * 0.8, 2 * 0.2 + 0.5 * (0.2 + 0.1) + 3 * max(0.1, 0.3)],
         [2 * 0.1 + 0.5 * (0.1 + 0.3) + 3 * 0.2, 2 * 0.6 + 0.5 * (0.8 + 0.7) + 3 * max(0.6, 0.9)],
@@ -108,7 +109,7 @@ def test_assignment_has_the_minimum_total_cost_of_all_assignments(seed):
     out = random_outputs(1, u, 6, 4, seed)
     tgt = random_target(m, 6, 4, seed + 100)
     matcher = HungarianMatcher(cost_type=1.0, cost_boundary=0.7, cost_region=1.3)
-    cost = matcher.cost(out, 0, tgt)
+    cost = matcher.cost(matcher.probabilities(out), 0, tgt)
     found = pairs(matcher(out, [tgt])[0])
     assert len(found) == m and len({q for q, _ in found}) == m and sorted(t for _, t in found) == list(range(m))
     best = min(total_cost(cost, list(zip(queries, range(m)))) for queries in itertools.permutations(range(u), m))
@@ -145,7 +146,8 @@ def test_a_post_with_fewer_candidates_than_its_batch_matches_as_alone(softmax):
     alone["region_logits"] = alone["region_logits"][..., :3]
     matcher = HungarianMatcher(region_softmax=softmax)
     assert pairs(matcher(batch, [random_target(2, n, 5, seed=3), padded])[1]) == pairs(matcher(alone, [short])[0])
-    torch.testing.assert_close(matcher.cost(batch, 1, padded), matcher.cost(alone, 0, short))
+    torch.testing.assert_close(matcher.cost(matcher.probabilities(batch), 1, padded),
+                               matcher.cost(matcher.probabilities(alone), 0, short))
 
 
 def test_softmax_region_cost_uses_the_slot_distribution():
@@ -154,7 +156,8 @@ def test_softmax_region_cost_uses_the_slot_distribution():
                        region_probs=[[0.5, 0.5, 0.5]])
     out["region_logits"] = torch.tensor([[[0.2, 0.5, 0.3]]]).log()
     tgt = target([0], [0], [0], [[0, 1, 1]])
-    cost = HungarianMatcher(cost_type=0.0, cost_boundary=0.0, cost_region=1.0, region_softmax=True).cost(out, 0, tgt)
+    matcher = HungarianMatcher(cost_type=0.0, cost_boundary=0.0, cost_region=1.0, region_softmax=True)
+    cost = matcher.cost(matcher.probabilities(out), 0, tgt)
     assert cost.item() == pytest.approx(-0.5, abs=1e-6)
 
 

@@ -24,10 +24,14 @@ HEAD_KEYS = {"start_logits", "end_logits", "region_logits", "type_logits"}
 def test_forward_shapes_and_padding_masks(vision):
     model = tiny_model(vision_encoder=vision, num_layers=3).eval()
     batch = hand_batch(model)
-    out = model(batch)
+    assert len(model(batch)["layers"]) == 1  # eval: the last layer, which decoding reads
+    assert len(model.train()(batch)["layers"]) == 3  # training: every layer (deep supervision)
+    out = model.eval()(batch, all_layers=True)
     b, n, u = 3, 8, 8  # posts of 8, 4 and 3 words
     k1 = 1 if vision == "none" else 4  # three candidates + the ungroundable slot
     assert len(out["layers"]) == 3
+    last = model(batch)["layers"][0]
+    assert all(torch.equal(last[key], out["layers"][-1][key]) for key in HEAD_KEYS)
     assert out["text_pad"].tolist() == [[False] * 8, [False] * 4 + [True] * 4, [False] * 3 + [True] * 5]
     assert out["region_pad"].shape == (b, k1) and not out["region_pad"].any()
     for layer in out["layers"]:

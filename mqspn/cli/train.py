@@ -20,17 +20,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", metavar="RUN", help="continue the interrupted run in RUN exactly where it stopped")
     p.add_argument("--seeds", help="comma-separated seeds, e.g. 41,42,43: one run each under OUT/seed-S and "
                                    "OUT/summary.json with mean and std of the test scores")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train data-parallel in N local processes, each on 1/N of every batch (CPU: the cores are "
+                        "shared out; GPU: one device each). Under torchrun leave it out: torchrun starts them")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mqspn import distributed
     from mqspn.config import load_config
-    from mqspn.trainer import Run, train_seeds
+    from mqspn.trainer import launch_train
 
     if args.resume:
         if args.config or args.overrides or args.data or args.seeds:
             raise ValueError("--resume continues a run with its saved config.yaml; drop --config/--set/--data/--seeds")
-        result = Run.resume(args.resume).run()
+        result = launch_train(args.nproc, None, args.resume, resume=True)
     else:
         if not args.config:
             raise ValueError("give --config FILE (e.g. configs/demo.yaml) or --resume RUN")
@@ -42,9 +46,12 @@ def run(args: argparse.Namespace) -> int:
                 seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
             except ValueError:
                 raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 41,42,43") from None
-            summary = train_seeds(cfg, out, seeds)
-            print(json.dumps(summary, indent=2))
+            summary = launch_train(args.nproc, cfg, out, seeds=seeds)
+            if distributed.is_main():
+                print(json.dumps(summary, indent=2))
             return 0
-        result = Run.start(cfg, out).run()
+        result = launch_train(args.nproc, cfg, out)
+    if not distributed.is_main():
+        return 0
     print(json.dumps({k: result[k] for k in ("best_epoch", "gmner", "mner", "eeg")}, indent=2))
     return 0

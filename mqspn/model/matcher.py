@@ -27,19 +27,26 @@ class HungarianMatcher:
         self.bipartite = bipartite
         self.region_softmax = region_softmax  # region probabilities as trained: softmax over slots or sigmoid
 
-    def cost(self, outputs: dict, b: int, target: dict) -> torch.Tensor:
-        """Cost matrix [u, m] of post b."""
-        p_type = outputs["type_logits"][b].float().softmax(-1)[:, target["types"]]
-        p_start = torch.sigmoid(outputs["start_logits"][b].float())[:, target["starts"]]
-        p_end = torch.sigmoid(outputs["end_logits"][b].float())[:, target["ends"]]
-        p_region = region_probs(outputs["region_logits"][b].float(), self.region_softmax)  # [u, k+1]
+    def probabilities(self, outputs: dict) -> dict[str, torch.Tensor]:
+        """The batch's type/start/end/region probabilities, each in one kernel rather than one per post."""
+        return {"type": outputs["type_logits"].float().softmax(-1),
+                "start": torch.sigmoid(outputs["start_logits"].float()),
+                "end": torch.sigmoid(outputs["end_logits"].float()),
+                "region": region_probs(outputs["region_logits"].float(), self.region_softmax)}
+
+    def cost(self, probs: dict, b: int, target: dict) -> torch.Tensor:
+        """Cost matrix [u, m] of post b; `probs` from `probabilities(outputs)`."""
+        p_type = probs["type"][b][:, target["types"]]
+        p_start = probs["start"][b][:, target["starts"]]
+        p_end = probs["end"][b][:, target["ends"]]
         # Best probability among the slots that count as the entity's region.
-        p_reg = (p_region.unsqueeze(1) * target["regions"].unsqueeze(0)).amax(-1)
+        p_reg = (probs["region"][b].unsqueeze(1) * target["regions"].unsqueeze(0)).amax(-1)
         return -(self.w_type * p_type + self.w_boundary * (p_start + p_end) + self.w_region * p_reg)
 
     @torch.no_grad()
     def __call__(self, outputs: dict, targets: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         u = outputs["type_logits"].shape[1]
+        probs = self.probabilities(outputs) if self.bipartite else None
         indices = []
         for b, target in enumerate(targets):
             m = len(target["types"])
@@ -50,7 +57,7 @@ class HungarianMatcher:
                 idx = torch.arange(min(u, m), dtype=torch.int64)
                 indices.append((idx, idx))
             else:
-                cost = self.cost(outputs, b, target)
+                cost = self.cost(probs, b, target)
                 if not torch.isfinite(cost).all():
                     raise NonFiniteOutputError(f"non-finite prediction scores for post {b} of the batch")
                 rows, cols = linear_sum_assignment(cost.cpu().numpy())

@@ -46,7 +46,7 @@ def freeze_below_top_layers(encoder: nn.Module, top: int, name: str) -> None:
 
 
 class MQSPN(nn.Module):
-    """forward(batch) -> {"layers": [per-layer head outputs], "text_pad": [B, n], "region_pad": [B, k+1]}.
+    """forward(batch) -> {"layers": [head outputs per QFNet layer], "text_pad": [B, n], "region_pad": [B, k+1]}.
 
     Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
     word_mask/word_shapes/word_hashes [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
@@ -128,10 +128,8 @@ class MQSPN(nn.Module):
             return [out[j, : int(batch["word_mask"][i].sum())] for j, i in enumerate(rows)]
 
         states = self._caches["text"].get_or_compute(batch["text_keys"], compute)
-        padded = states[0].new_zeros(len(states), n, states[0].shape[-1])
-        for i, s in enumerate(states):
-            padded[i, : len(s)] = s
-        return padded
+        padded = nn.utils.rnn.pad_sequence(states, batch_first=True)
+        return nn.functional.pad(padded, (0, 0, 0, n - padded.shape[1]))
 
     def _encode_regions(self, batch) -> torch.Tensor:
         """-> [R, h] for all regions of the batch (R > 0), in order."""
@@ -166,16 +164,16 @@ class MQSPN(nn.Module):
         slot0 = self._ungroundable_slot()
         regions = slot0.new_zeros(batch_size, k + 1, slot0.shape[-1])
         regions[:, 0] = slot0
+        slots = torch.arange(k + 1, device=regions.device)[None, :]
+        pad = slots > torch.tensor(counts, device=regions.device)[:, None]
         if sum(counts):
-            flat = self._encode_regions(batch)
-            offset = 0
-            for i, c in enumerate(counts):
-                regions[i, 1 : c + 1] = flat[offset : offset + c]
-                offset += c
-        pad = torch.arange(k + 1, device=regions.device)[None, :] > torch.tensor(counts, device=regions.device)[:, None]
+            # One scatter of all the batch's regions (in order) into the slots 1..k_i of their posts.
+            regions = regions.masked_scatter(((slots > 0) & ~pad).unsqueeze(-1), self._encode_regions(batch))
         return regions, pad
 
-    def forward(self, batch) -> dict:
+    def forward(self, batch, all_layers: bool | None = None) -> dict:
+        """`all_layers`: heads on every QFNet layer (deep supervision) or on the last one only; by
+        default all in training and the last in eval, where decoding reads the last layer alone."""
         b = batch["word_mask"].shape[0]
         text = self.text_proj(self._encode_text(batch))
         if self.config.word_shape:
@@ -185,5 +183,7 @@ class MQSPN(nn.Module):
         text_pad = ~batch["word_mask"]
         regions, region_pad = self._region_states(batch, b)
         query_states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
+        if not (self.training if all_layers is None else all_layers):
+            query_states = query_states[-1:]
         layers = [self.heads(q, text, text_pad, regions, region_pad) for q in query_states]
         return {"layers": layers, "text_pad": text_pad, "region_pad": region_pad}

@@ -102,10 +102,13 @@ class TextEncoder(nn.Module):
 
     def tokenize(self, words: Sequence[str], where: str = "post") -> tuple[list[int], list[int]]:
         """Sub-word ids and, per sub-word, its word index (-1 for specials)."""
-        # Words the tokenizer turns into nothing (zero-width characters) are encoded as [UNK] so that
-        # every word keeps a vector.
-        words = [w if self.tokenizer.tokenize(w) else self.tokenizer.unk_token for w in words]
         enc = self.tokenizer(list(words), is_split_into_words=True, truncation=False)
+        covered = set(enc.word_ids()) - {None}
+        if len(covered) < len(words):
+            # Words the tokenizer turns into nothing (zero-width characters) are encoded as [UNK] so that
+            # every word keeps a vector. Checked on the whole post: a call per word cost more than the crops.
+            words = [w if i in covered else self.tokenizer.unk_token for i, w in enumerate(words)]
+            enc = self.tokenizer(words, is_split_into_words=True, truncation=False)
         ids = enc["input_ids"]
         limit = getattr(self.backbone.config, "max_position_embeddings", 512)
         if len(ids) > limit:

@@ -34,10 +34,11 @@ class CropCNN(nn.Module):
         # cost the most on a CPU, and the colour path below keeps the full-resolution colour information.
         layers: list[nn.Module] = []
         for cin, cout in zip(chans[:-1], chans[1:]):
-            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.ReLU()]
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1), nn.GroupNorm(8, cout), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
         colours = 32
-        self.colour = nn.Sequential(nn.Conv2d(3, colours, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # In-place ReLUs: neither GroupNorm's nor a convolution's backward needs the tensor they overwrite.
+        self.colour = nn.Sequential(nn.Conv2d(3, colours, 1), nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.out = nn.Linear(chans[-1] * 4 + colours, out_dim)
         self.hidden_size = out_dim
         self.pretrained = False
