@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import tempfile
 import time
 from pathlib import Path
 
 from mqspn import distributed
-from mqspn.config import load_config
 from mqspn.engine import loss_weights, train_one_epoch
 from mqspn.trainer import Run
-from side_by_side import report
-
-REPO = Path(__file__).resolve().parent.parent
+from side_by_side import DEFAULT_DATA, demo_config, report
 
 
 def timed_steps(cfg, out: Path, result: Path) -> None:
@@ -45,14 +41,12 @@ def timed_steps(cfg, out: Path, result: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO / "demo_out" / "synth"))
+    parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if not (Path(args.data) / "synth.json").is_file():
-        raise SystemExit(f"{args.data}: no synthetic benchmark there; run `mqspn synth --out {args.data}` first")
-    cfg = load_config(REPO / "configs" / "demo.yaml", [f"data.root={json.dumps(args.data)}", "train.progress=false"])
+    cfg = demo_config(args.data)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_train_posts=args.steps * cfg.train.batch_size))
     names = {1: "1 process", args.nproc: f"{args.nproc} processes"}
     times: dict[str, list[float]] = {name: [] for name in names.values()}

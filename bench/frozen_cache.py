@@ -13,28 +13,21 @@ seconds of each and their ratio. Needs the synthetic benchmark (`mqspn synth --o
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
-from pathlib import Path
 
-from mqspn.config import load_config
 from mqspn.engine import loss_weights, weighted_total
 from mqspn.trainer import Run
-from side_by_side import report
-
-REPO = Path(__file__).resolve().parent.parent
+from side_by_side import DEFAULT_DATA, demo_config, report
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", default=str(REPO / "demo_out" / "synth"))
+    parser.add_argument("--data", default=DEFAULT_DATA)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    if not (Path(args.data) / "synth.json").is_file():
-        raise SystemExit(f"{args.data}: no synthetic benchmark there; run `mqspn synth --out {args.data}` first")
-    cfg = load_config(REPO / "configs" / "demo.yaml", [f"data.root={json.dumps(args.data)}", "train.progress=false"])
+    cfg = demo_config(args.data)
     with tempfile.TemporaryDirectory() as out:
         run = Run.start(cfg, out)
         model, weights = run.model, loss_weights(cfg.model)
