@@ -87,9 +87,10 @@ def read_posts(cfg: Config, split: str):
     return read_split(cfg.data.root, split, cfg.data.format, cfg.data.granularity, resolve(cfg.data.root, cfg.data.xml_dir))
 
 
-def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None):
+def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None,
+           sampler=None):
     return torch.utils.data.DataLoader(PostDataset(posts, builder), batch_size=batch_size, shuffle=shuffle,
-                                       generator=generator, collate_fn=collate)
+                                       generator=generator, sampler=sampler, collate_fn=collate)
 
 
 def train_loader(posts, builder, cfg: Config, generator: torch.Generator):
@@ -101,10 +102,8 @@ def train_loader(posts, builder, cfg: Config, generator: torch.Generator):
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes; "
                          f"use a multiple of {world}")
-    dataset = PostDataset(posts, builder)
-    sampler = torch.utils.data.DistributedSampler(dataset, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
-    return torch.utils.data.DataLoader(dataset, batch_size=cfg.train.batch_size // world, sampler=sampler,
-                                       collate_fn=collate)
+    sampler = torch.utils.data.DistributedSampler(posts, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
+    return loader(posts, builder, cfg.train.batch_size // world, False, sampler=sampler)
 
 
 def shard(posts: list) -> list:
