@@ -3,8 +3,9 @@ step's gradients averaged, so the replicas stay identical.
 
 Two ways in:
   * `torchrun --nproc-per-node N -m mqspn train ...` sets RANK/WORLD_SIZE; `init_from_env` joins the group.
-  * `launch(fn, nproc, ...)` starts N local processes itself (what `mqspn train --nproc` and `make demo`
-    use): on a CPU machine two processes of one thread each train faster than one process of two threads.
+  * `launch(fn, nproc, ...)` starts N local processes itself (what `mqspn train --nproc` uses). Meant for
+    GPUs: on the demo's 2-core CPU, two processes of one thread are slower than one process of two
+    threads (`bench/data_parallel.py`), so `make demo` trains in one process.
 
 Everything here is a no-op in a single process, so the trainer has one code path.
 """
