@@ -14,8 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from mqspn.boxes import IOU_THRESHOLD, iou_matrix
-from mqspn.model.word_hash import word_hashes
-from mqspn.model.word_shape import word_shapes
+from mqspn.text_features import word_hashes, word_shapes
 from mqspn.types import Post, Region
 
 
@@ -24,8 +23,8 @@ class Example:
     post: Post
     input_ids: list[int]
     word_index: list[int]
-    shapes: list[int]  # `mqspn.model.word_shape` class per word
-    hashes: list[int]  # `mqspn.model.word_hash` per word
+    shapes: list[int]  # `mqspn.text_features.word_shape` class per word
+    hashes: list[int]  # `mqspn.text_features.word_hash` per word
     regions: list[Region]
     crops: Optional[torch.Tensor]  # uint8 [k, 3, S, S] (vision_encoder cnn/clip)
     features: Optional[torch.Tensor]  # float [k, D] (vision_encoder features)
@@ -150,8 +149,9 @@ def pad_region_targets(target: dict[str, torch.Tensor], slots: int) -> dict[str,
     return dict(target, regions=torch.nn.functional.pad(regions, (0, slots - regions.shape[1])))
 
 
-def collate(examples: Sequence[Example]) -> dict:
-    """-> batch dict (see `mqspn.model.mqspn.MQSPN.forward`), plus `targets`, `posts`, `regions`.
+def collate(examples: Sequence[Example], transform: Optional[Callable[[dict], dict]] = None) -> dict:
+    """-> batch dict (see `mqspn.model.mqspn.MQSPN.forward`), plus `targets`, `posts`, `regions`;
+    `transform` (e.g. `mqspn.transforms.CropAugment` in training) is applied to it last.
 
     Region targets are padded to the batch's k_max + 1 slots, so posts with fewer proposals batch too.
     """
@@ -180,8 +180,6 @@ def collate(examples: Sequence[Example]) -> dict:
         "word_shapes": shapes,
         "word_hashes": hashes,
         "region_counts": [len(e.regions) for e in examples],
-        "text_keys": [tuple(e.post.words) for e in examples],
-        "region_keys": [(e.post.image, tuple(r.box for r in e.regions)) for e in examples],
         "targets": [pad_region_targets(e.target, k_max + 1) for e in examples],
         "posts": [e.post for e in examples],
         "regions": [e.regions for e in examples],
@@ -190,7 +188,7 @@ def collate(examples: Sequence[Example]) -> dict:
         batch["crops"] = torch.cat([e.crops for e in examples])
     if examples[0].features is not None:
         batch["region_features"] = torch.cat([e.features for e in examples if len(e.regions)]) if sum(batch["region_counts"]) else torch.zeros(0, 1)
-    return batch
+    return transform(batch) if transform is not None else batch
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

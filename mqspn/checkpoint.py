@@ -1,6 +1,8 @@
 """Model directories (`save_pretrained` / `from_pretrained`) and resumable training state.
 
-A model directory holds `config.json` (the model configuration), `model.safetensors` (all weights,
+A model directory holds `config.json` (the model, loss, decode and data sections of the configuration it
+was trained with: the network, how its region logits were trained, its default decoding, and its
+dataset's layout and top-k), `model.safetensors` (all weights,
 encoders included), `text_encoder/` (the encoder's HF config and tokenizer, so no source folder is
 needed to load), `vision_encoder/` for CLIP, and `README.md`, a model card. Directories and files are
 written beside their destination and renamed into place, so a kill never leaves a half-written one.
@@ -13,6 +15,7 @@ import os
 import platform
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -20,9 +23,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from mqspn.config import ModelConfig
+from mqspn.config import Config, ModelConfig
 
-FORMAT_VERSION = 1
+#: 2: config.json holds model/loss/decode/data sections; 1 (still read): one model section with them all.
+FORMAT_VERSION = 2
+SAVED_SECTIONS = ("model", "loss", "decode", "data")
 TRAINING_STATE = "training_state.pt"
 
 
@@ -53,14 +58,17 @@ def _atomic_dir(target: Path, write) -> None:
         raise
 
 
-def save_pretrained(model, directory: str | Path, card: Optional[dict] = None,
+def save_pretrained(model, directory: str | Path, config: Optional[Config] = None, card: Optional[dict] = None,
                     training_state: Optional[dict] = None) -> Path:
-    """Write `model` (an `MQSPN`) to `directory`; optional model-card facts and training state."""
+    """Write `model` (an `MQSPN`) to `directory`, with the loss/decode/data sections of `config` (the
+    run's configuration; default: the defaults) beside its own model config; optional model-card facts
+    and training state."""
     directory = Path(directory)
+    config = dataclasses.replace(config or Config(), model=model.config)
 
     def write(tmp: Path) -> None:
-        cfg = dataclasses.asdict(model.config)
-        (tmp / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "model": cfg}, indent=2))
+        sections = {name: dataclasses.asdict(getattr(config, name)) for name in SAVED_SECTIONS}
+        (tmp / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION, **sections}, indent=2))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / "model.safetensors"))
         model.text_encoder.backbone.config.save_pretrained(tmp / "text_encoder")
@@ -88,7 +96,9 @@ def model_card(cfg: ModelConfig, facts: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_model_config(directory: str | Path) -> ModelConfig:
+def read_config(directory: str | Path) -> Config:
+    """The configuration saved in a model directory (its train section: the defaults). A directory of
+    format 1 (everything in one model section) is read with its keys moved to their sections."""
     directory = Path(directory)
     path = directory / "config.json"
     if not path.is_file():
@@ -96,22 +106,28 @@ def read_model_config(directory: str | Path) -> ModelConfig:
                                 "(give a folder written by `mqspn train`, e.g. RUN/best)")
     try:
         raw = json.loads(path.read_text())
-        fields = {f.name for f in dataclasses.fields(ModelConfig)}
-        return ModelConfig(**{k: v for k, v in raw["model"].items() if k in fields})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+            raise ValueError("no model section")
+        sections = {name: raw[name] for name in SAVED_SECTIONS if name in raw}
+        with warnings.catch_warnings():
+            # Format 1 is a format of ours, not the user's config file: nothing for them to edit.
+            warnings.simplefilter("ignore", FutureWarning)
+            return Config.from_dict(sections, where=str(path))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a valid mqspn model config ({err})") from None
+
 
 
 def from_pretrained(directory: str | Path, device: str | torch.device = "cpu"):
     """Load an `MQSPN` from a model directory; every file problem is a clear error naming the file."""
-    from mqspn.model.mqspn import MQSPN
+    from mqspn.build import build_model
 
     directory = Path(directory)
-    cfg = read_model_config(directory)
+    cfg = read_config(directory).model
     build_cfg = dataclasses.replace(cfg, text_encoder=str(directory / "text_encoder"))
     if cfg.vision_encoder.startswith("clip:"):
         build_cfg = dataclasses.replace(build_cfg, vision_encoder=f"clip:{directory / 'vision_encoder'}")
-    model = MQSPN(build_cfg, pretrained=False)
+    model = build_model(build_cfg, pretrained=False)
     model.config = cfg
     weights = directory / "model.safetensors"
     if not weights.is_file():

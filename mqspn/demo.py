@@ -1,6 +1,7 @@
 """`make demo`: synthetic benchmark -> train the demo config -> score test -> table -> drawings.
 
-Run as `python -m mqspn.demo [--out demo_out] [--posts 3000] [--epochs N]`. Everything lands in `--out`:
+Run as `mqspn demo` or `python -m mqspn.demo [--out demo_out] [--posts 3000] [--epochs N]`, from any
+directory (the demo recipe ships with the package). Everything lands in `--out`:
 `synth/` (the benchmark, reused when present), `run/` (the training run), `drawings/` (test posts with
 their predicted boxes).
 """
@@ -14,10 +15,10 @@ import shutil
 import time
 from pathlib import Path
 
-from mqspn.config import load_config
+from mqspn.config import config_path, load_config
 from mqspn.metric import score
 
-CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+RECIPE = "demo"
 
 
 def text_only(predictions: dict) -> dict:
@@ -39,12 +40,19 @@ def table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out in the working directory)")
+    parser.add_argument("--posts", type=int, default=3000, help="posts in the synthetic benchmark (default 3000)")
+    parser.add_argument("--epochs", type=int, help="override the demo recipe's epochs")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mqspn.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="demo_out")
-    parser.add_argument("--posts", type=int, default=3000)
-    parser.add_argument("--epochs", type=int, help="override the demo config's epochs")
-    args = parser.parse_args(argv)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     start = time.time()
     out = Path(args.out)
     data = out / "synth"
@@ -62,19 +70,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== generating the synthetic benchmark ({args.posts} posts) in {data}", flush=True)
         generate(data, posts=args.posts, seed=0, workers=os.cpu_count() or 1)
     overrides = [f"data.root={json.dumps(str(data))}"] + ([f"train.epochs={args.epochs}"] if args.epochs else [])
-    cfg = load_config(CONFIG, overrides)
+    cfg = load_config(RECIPE, overrides)
     run_dir = out / "run"
     shutil.rmtree(run_dir, ignore_errors=True)
-    print(f"== training {CONFIG.name} into {run_dir}", flush=True)
+    print(f"== training {config_path(RECIPE).name} into {run_dir}", flush=True)
     result = Run.start(cfg, run_dir).run()
 
     test = read_split(data, "test")
     preds = read_predictions(run_dir / "test_predictions.jsonl", gold=test)
-    oracle = proposal_stats(test, VinvlProposals(data / "proposals", cfg.model.top_k))["oracle"]
+    oracle = proposal_stats(test, VinvlProposals(data / "proposals", cfg.data.top_k))["oracle"]
     rows = {
         f"MQSPN (this run, best dev epoch {result['best_epoch']})": result,
         "same spans, every region None": score(test, text_only(preds)),
-        f"oracle ceiling (gold, top-{cfg.model.top_k} proposals)": oracle,
+        f"oracle ceiling (gold, top-{cfg.data.top_k} proposals)": oracle,
     }
     print("\n== synthetic test split\n" + table(rows))
     print(f"GMNER F1 / oracle ceiling = {100 * result['gmner']['f1'] / oracle['gmner_f1']:.1f}%")

@@ -1,4 +1,5 @@
-"""One training epoch and one prediction pass. The engine owns backward, clipping and stepping."""
+"""One training epoch and one prediction pass. The engine owns backward, clipping and stepping; it sums
+the criterion's losses with the criterion's `weight_dict` and reads no config."""
 from __future__ import annotations
 
 import math
@@ -9,28 +10,28 @@ import torch
 from tqdm import tqdm
 
 from mqspn.batching import to_device
-from mqspn.config import ModelConfig
-from mqspn.model.decode import decode
+from mqspn.model.criterion import LOSSES
+from mqspn.model.decode import Decoder
 from mqspn.model.matcher import NonFiniteOutputError
 from mqspn.types import Entity
+
+
+LAST_LAYER = tuple(f"loss_{name}" for name in LOSSES)
 
 
 class NonFiniteLossError(ArithmeticError):
     """Training produced a NaN or infinite loss."""
 
 
-def loss_weights(cfg: ModelConfig) -> dict[str, float]:
-    return {"loss_type": cfg.loss_type, "loss_boundary": cfg.loss_boundary, "loss_region": cfg.loss_region}
+def weighted_total(losses: dict[str, torch.Tensor], weight_dict: dict[str, float]) -> torch.Tensor:
+    """sum of losses[k] * weight_dict[k] over the losses that have a weight (DETR's rule)."""
+    return sum(weight_dict[name] * value for name, value in losses.items() if name in weight_dict)
 
 
-def weighted_total(losses: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Sum every named loss (aux layers carry a `_<l>` suffix) times the weight of its base name."""
-    return sum(weights[name.rsplit("_", 1)[0] if name not in weights else name] * value for name, value in losses.items())
-
-
-def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, weights: dict[str, float],
-                    clip_norm: float, device: torch.device, epoch: int, progress: bool = True) -> dict[str, float]:
-    """-> mean of each named loss (last layer) and of the weighted total over the epoch."""
+def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, clip_norm: float,
+                    device: torch.device, epoch: int, progress: bool = True) -> dict[str, float]:
+    """-> mean over the epoch of the weighted total (`loss`) and of each last-layer loss (the names
+    without a layer suffix)."""
     model.train()
     sums: dict[str, float] = defaultdict(float)
     steps = 0
@@ -39,7 +40,7 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, we
         batch = to_device(batch, device)
         try:
             losses = criterion(model(batch), batch["targets"])
-            total = weighted_total(losses, weights)
+            total = weighted_total(losses, criterion.weight_dict)
             finite = math.isfinite(total.item())
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
         except NonFiniteOutputError as err:  # NaN scores stop the matcher before any loss exists
@@ -57,21 +58,21 @@ def train_one_epoch(model, criterion, loader: Iterable, optimizer, scheduler, we
         scheduler.step()
         steps += 1
         sums["loss"] += total.item()
-        for name in weights:
+        for name in (n for n in losses if n in LAST_LAYER):
             sums[name] += losses[name].item()
         bar.set_postfix(loss=f"{sums['loss'] / steps:.3f}")
     return {k: v / max(steps, 1) for k, v in sums.items()}
 
 
 @torch.no_grad()
-def predict_batches(model, loader: Iterable, device: torch.device, progress: bool = True,
+def predict_batches(model, loader: Iterable, device: torch.device, decoder: Decoder, progress: bool = True,
                     desc: str = "predict") -> dict[str, list[Entity]]:
     """-> predicted entities per post id."""
     model.eval()
     predictions: dict[str, list[Entity]] = {}
     for batch in tqdm(loader, desc=desc, disable=not progress, leave=False, unit="batch"):
         outputs = model(to_device(batch, device))
-        decoded = decode(outputs, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
+        decoded = decoder(outputs, [len(p.words) for p in batch["posts"]], batch["regions"])
         for post, entities in zip(batch["posts"], decoded):
             predictions[post.id] = entities
     return predictions

@@ -3,52 +3,76 @@
     from mqspn import Predictor
     predictor = Predictor.from_pretrained("runs/demo/best")
     post = predictor.predict("Jordan scored 30 points", image="post.jpg", proposals="post.jpg.npz")
+
+The decoding saved with the model is the default; `decode=` overrides any of its keys without
+retraining, e.g. `Predictor.from_pretrained(dir, decode={"entity_threshold": 0.7})`.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import Mapping, Optional, Sequence, Union
 
 import torch
 from PIL import Image
 
 from mqspn import checkpoint
 from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
+from mqspn.build import build_decoder, build_examples
+from mqspn.config import Config, DecodeConfig, DataConfig
 from mqspn.engine import predict_batches
 from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box
 
 ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
+DecodeArg = Union[DecodeConfig, Mapping[str, object], None]
 
 
-def region_mode(vision_encoder: str) -> str:
-    """How a model with this vision encoder represents regions: crops | features | none."""
-    return {"features": "features", "none": "none"}.get(vision_encoder, "crops")
+def decode_config(base: DecodeConfig, decode: DecodeArg) -> DecodeConfig:
+    """`base` with the keys of `decode` replaced (a whole `DecodeConfig`, or a mapping of some keys)."""
+    if decode is None or isinstance(decode, DecodeConfig):
+        return decode or base
+    unknown = set(decode) - {f.name for f in dataclasses.fields(DecodeConfig)}
+    if unknown:
+        raise ValueError(f"decode: unknown key(s) {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(DecodeConfig)]}")
+    return dataclasses.replace(base, **decode)
 
 
 class Predictor:
-    """A trained MQSPN model ready for inference (eval mode, no gradient)."""
+    """A trained MQSPN model ready for inference (eval mode, no gradient).
 
-    def __init__(self, model, device: Optional[str] = None) -> None:
+    `config`: the configuration saved with the model (its loss, decode and data sections); `decode`
+    overrides keys of its decode section.
+    """
+
+    def __init__(self, model, device: Optional[str] = None, config: Optional[Config] = None,
+                 decode: DecodeArg = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
-        self.mode = region_mode(model.config.vision_encoder)
+        self.config = dataclasses.replace(config or Config(), model=model.config)
+        self.config.decode = decode_config(self.config.decode, decode)
+        self.decoder = build_decoder(model.config, self.config.decode, self.config.loss)
+        self.mode = model.config.region_mode
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None) -> "Predictor":
-        return cls(checkpoint.from_pretrained(directory), device)
+    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, decode: DecodeArg = None) -> "Predictor":
+        return cls(checkpoint.from_pretrained(directory), device, checkpoint.read_config(directory), decode)
 
     @property
     def types(self) -> list[str]:
         return list(self.model.config.types)
 
-    def builder(self, proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None) -> ExampleBuilder:
-        cfg = self.model.config
-        return ExampleBuilder(self.model.text_encoder.tokenize, cfg.types, self.mode, self.model.crop_size,
-                              proposals, image_dir)
+    @property
+    def top_k(self) -> int:
+        """Candidate regions per post, as in training."""
+        return self.config.data.top_k
+
+    def builder(self, data: Optional[DataConfig] = None, proposals: Optional[ProposalSource] = None,
+                image_dir: Optional[Path] = None) -> ExampleBuilder:
+        return build_examples(self.model, data, proposals, image_dir)
 
     def _regions(self, proposals: ProposalsArg, image_name: str) -> list[Region]:
-        k = self.model.config.top_k
+        k = self.top_k
         if proposals is None:
             raise ValueError("this model grounds entities in candidate regions: give proposals "
                              "(a VinVL .npz file, a boxes JSON file, a list of boxes, or a ProposalSource "
@@ -86,13 +110,14 @@ class Predictor:
                 pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
             regions = self._regions(proposals, name)
         example = self.builder().build(post, regions=regions, image=pil)
-        post.entities = predict_batches(self.model, [collate([example])], self.device, progress=False)[post_id]
+        post.entities = predict_batches(self.model, [collate([example])], self.device, self.decoder, progress=False)[post_id]
         return post
 
-    def predict_posts(self, posts: Sequence[Post], proposals: Optional[ProposalSource] = None,
-                      image_dir: Optional[Path] = None, batch_size: int = 32,
-                      progress: bool = True) -> dict[str, list[Entity]]:
-        """Predict every post of a split; images are read from `image_dir`, regions from `proposals`."""
-        loader = torch.utils.data.DataLoader(PostDataset(posts, self.builder(proposals, image_dir)),
+    def predict_posts(self, posts: Sequence[Post], data: Optional[DataConfig] = None,
+                      proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None,
+                      batch_size: int = 32, progress: bool = True) -> dict[str, list[Entity]]:
+        """Predict every post of a split. Images and proposals come from the folders of the dataset `data`
+        (resolved as in training), or from `image_dir` / `proposals` where given."""
+        loader = torch.utils.data.DataLoader(PostDataset(posts, self.builder(data, proposals, image_dir)),
                                              batch_size=batch_size, collate_fn=collate)
-        return predict_batches(self.model, loader, self.device, progress)
+        return predict_batches(self.model, loader, self.device, self.decoder, progress)

@@ -15,6 +15,7 @@ batch and scores its share of dev/test; the first process alone writes the run d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import random
@@ -28,15 +29,15 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mqspn import checkpoint, distributed
-from mqspn.batching import ExampleBuilder, PostDataset, collate
-from mqspn.config import Config, ModelConfig, load_config, resolve
+from mqspn.batching import PostDataset, collate
+from mqspn.build import (build_criterion, build_decoder, build_examples, build_model, build_optimizer,
+                         build_scheduler)
+from mqspn.config import Config, load_config, resolve
 from mqspn.data.datasets import dataset_types, read_split, split_file
-from mqspn.engine import loss_weights, predict_batches, train_one_epoch
+from mqspn.engine import predict_batches, train_one_epoch
 from mqspn.metric import score
-from mqspn.model.criterion import SetCriterion
-from mqspn.model.matcher import HungarianMatcher
-from mqspn.model.mqspn import MQSPN
 from mqspn.predictions import write_predictions
+from mqspn.transforms import CropAugment
 
 
 def seed_everything(seed: int) -> None:
@@ -61,49 +62,28 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def build_builder(cfg: Config, model: MQSPN) -> ExampleBuilder:
-    """The example builder for a dataset config and a model (region mode, crops, proposal source)."""
-    from mqspn.proposals import VinvlProposals
-
-    mode = cfg.data.regions
-    wants = {"crops": ("cnn", "clip:"), "features": ("features",), "none": ("none",)}.get(mode)
-    if wants is None:
-        raise ValueError(f"data.regions={mode!r}: expected crops, features or none")
-    if not model.config.vision_encoder.startswith(wants):
-        raise ValueError(f"data.regions={mode} does not fit model.vision_encoder={model.config.vision_encoder} "
-                         f"(use one of {', '.join(w.rstrip(':') for w in wants)})")
-    proposals = None
-    if mode != "none":
-        folder = resolve(cfg.data.root, cfg.data.proposals)
-        if folder is None or not folder.is_dir():
-            raise FileNotFoundError(f"proposal folder {folder} not found (data.proposals); "
-                                    "download the VinVL proposals or train text-only with data.regions=none")
-        proposals = VinvlProposals(folder, model.config.top_k, with_features=mode == "features")
-    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size,
-                          proposals, resolve(cfg.data.root, cfg.data.images))
-
-
 def read_posts(cfg: Config, split: str):
     return read_split(cfg.data.root, split, cfg.data.format, cfg.data.granularity, resolve(cfg.data.root, cfg.data.xml_dir))
 
 
 def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None,
-           sampler=None):
+           sampler=None, transform=None):
     return torch.utils.data.DataLoader(PostDataset(posts, builder), batch_size=batch_size, shuffle=shuffle,
-                                       generator=generator, sampler=sampler, collate_fn=collate)
+                                       generator=generator, sampler=sampler,
+                                       collate_fn=functools.partial(collate, transform=transform))
 
 
-def train_loader(posts, builder, cfg: Config, generator: torch.Generator):
+def train_loader(posts, builder, cfg: Config, generator: torch.Generator, transform=None):
     """Shuffled training batches; under N processes each takes batch_size / N posts of every batch
     (a sampler seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
     world = distributed.world_size()
     if world == 1:
-        return loader(posts, builder, cfg.train.batch_size, True, generator)
+        return loader(posts, builder, cfg.train.batch_size, True, generator, transform=transform)
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes; "
                          f"use a multiple of {world}")
     sampler = torch.utils.data.DistributedSampler(posts, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
-    return loader(posts, builder, cfg.train.batch_size // world, False, sampler=sampler)
+    return loader(posts, builder, cfg.train.batch_size // world, False, sampler=sampler, transform=transform)
 
 
 def shard(posts: list) -> list:
@@ -113,7 +93,8 @@ def shard(posts: list) -> list:
 
 def gathered_predictions(model, shard_loader, cfg: Config, device, desc: str) -> dict:
     """Predict this process's shard (a loader over `shard(posts)`); -> the predictions of all posts."""
-    local = predict_batches(model, shard_loader, device, cfg.train.progress and distributed.is_main(), desc)
+    decoder = build_decoder(model.config, cfg.decode, cfg.loss)
+    local = predict_batches(model, shard_loader, device, decoder, cfg.train.progress and distributed.is_main(), desc)
     merged: dict = {}
     for part in distributed.gather(local):
         merged.update(part)
@@ -137,40 +118,12 @@ def file_hashes(cfg: Config) -> dict[str, str]:
     return hashes
 
 
-def make_optimizer(model: MQSPN, cfg: Config):
-    encoder_ids = {id(p) for m in model.pretrained_encoders().values() for p in m.parameters()}
-    groups = [
-        {"params": [p for p in model.parameters() if id(p) not in encoder_ids], "lr": cfg.train.lr},
-        {"params": [p for p in model.parameters() if id(p) in encoder_ids], "lr": cfg.train.encoder_lr},
-    ]
-    # The fused kernel updates all tensors in one pass; the per-tensor default spent about a fifth of a
-    # fine-tuning step on MiniLM's 23M parameters (CPU, 1 thread: 0.29 s of 1.43 s, fused 0.06 s).
-    return torch.optim.AdamW(groups, weight_decay=cfg.train.weight_decay, fused=True)
-
-
-def make_scheduler(optimizer, total_steps: int, warmup: float):
-    warm = max(1, int(round(warmup * total_steps)))
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 def prepare_config(cfg: Config) -> Config:
     """Fill the types from the training split when the config leaves them empty."""
     if cfg.model.types:
         return cfg
     types = dataset_types(read_posts(cfg, "train"))
     return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, types=types))
-
-
-def build_criterion(cfg: ModelConfig) -> SetCriterion:
-    softmax = cfg.region_loss == "softmax"
-    matcher = HungarianMatcher(cfg.cost_type, cfg.cost_boundary, cfg.cost_region, cfg.bipartite_matching, softmax)
-    return SetCriterion(len(cfg.types), matcher, cfg.null_weight, cfg.max_targets, softmax)
 
 
 class Run:
@@ -181,22 +134,23 @@ class Run:
         self.device = distributed.device()
         self.world = distributed.world_size()
         seed_everything(cfg.train.seed)
-        self.model = MQSPN(cfg.model).to(self.device)
+        self.model = build_model(cfg.model).to(self.device)
         if self.world > 1:
             # The replicas start equal (same seed); dropout and crop augmentation then differ per process.
             seed_everything(cfg.train.seed + distributed.rank())
-        self.builder = build_builder(cfg, self.model)
+        self.builder = build_examples(self.model, cfg.data)
+        self.augment = CropAugment(cfg.train.crop_augment)
         train_posts = read_posts(cfg, "train")
         if cfg.train.max_train_posts > 0:
             train_posts = train_posts[: cfg.train.max_train_posts]
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator)
+        self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator, self.augment)
         self.dev_posts = read_posts(cfg, "dev")
         self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
         self._replica, self._replica_params = None, None
-        self.criterion = build_criterion(cfg.model).to(self.device)
-        self.optimizer = make_optimizer(self.model, cfg)
-        self.scheduler = make_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
+        self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
         self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
         if resume_state is not None:
             self._restore(resume_state)
@@ -266,18 +220,21 @@ class Run:
         progress = self.cfg.train.progress and main
         for epoch in range(self.epoch, self.cfg.train.epochs):
             start = time.time()
-            self.model.set_encoders_frozen(self.frozen_at(epoch), self.cfg.train.finetune_layers)
+            frozen = self.frozen_at(epoch)
+            self.model.set_encoders_frozen(frozen, self.cfg.train.finetune_layers)
+            # A frozen pretrained vision encoder is cached per crop: it must see the crops themselves.
+            self.augment.active = self.cfg.train.crop_augment and not (frozen and "vision" in self.model.pretrained_encoders())
             if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
                 self.train_loader.sampler.set_epoch(epoch)
             losses = train_one_epoch(self.replica(), self.criterion, self.train_loader, self.optimizer, self.scheduler,
-                                     loss_weights(self.cfg.model), self.cfg.train.clip_norm, self.device, epoch, progress)
+                                     self.cfg.train.clip_norm, self.device, epoch, progress)
             losses = distributed.mean(losses)
             dev = score(self.dev_posts, gathered_predictions(self.model, self.dev_loader, self.cfg, self.device, "dev"))
             improved = dev["gmner"]["f1"] > self.best["gmner_f1"]
             if improved:
                 self.best = {"epoch": epoch + 1, "gmner_f1": dev["gmner"]["f1"]}
                 if main:
-                    checkpoint.save_pretrained(self.model, self.out / "best", card=self._card(dev))
+                    checkpoint.save_pretrained(self.model, self.out / "best", self.cfg, card=self._card(dev))
             record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
                       **{f"dev_{task}_{m}": dev[task][m] for task in ("gmner", "mner", "eeg") for m in ("precision", "recall", "f1")},
                       "best_epoch": self.best["epoch"], "seconds": round(time.time() - start, 1)}
@@ -290,7 +247,7 @@ class Run:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "generator": self.generator.get_state(), "rng": rngs if self.world > 1 else rngs[0],
                      "epoch": self.epoch, "best": self.best}
-            checkpoint.save_pretrained(self.model, self.out / "last", card=self._card(dev), training_state=state)
+            checkpoint.save_pretrained(self.model, self.out / "last", self.cfg, card=self._card(dev), training_state=state)
             if progress:
                 print(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {losses['loss']:.4f}  dev GMNER F1 "
                       f"{dev['gmner']['f1']:.2f}  MNER {dev['mner']['f1']:.2f}  EEG {dev['eeg']['f1']:.2f}"

@@ -7,22 +7,19 @@ into a test module.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Optional
 
-import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from mqspn.batching import Example, ExampleBuilder, collate
-from mqspn.config import Config, DataConfig, ModelConfig, TrainConfig
-from mqspn.engine import loss_weights, weighted_total
+from mqspn.batching import Example, collate
+from mqspn.build import build_criterion, build_examples as build_example_builder
+from mqspn.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig
+from mqspn.engine import weighted_total
 from mqspn.model.mqspn import MQSPN
-from mqspn.predictor import region_mode
 from mqspn.synth.generate import MARKER, generate
-from mqspn.trainer import build_criterion
 from mqspn.types import Entity, Post, Region
 
 #: Size of the fake detector features of the hand-made posts (vision_encoder=features).
@@ -78,10 +75,7 @@ def hand_posts() -> list[tuple[Post, list[Region]]]:
 
 def build_examples(model: MQSPN, items=None) -> list[Example]:
     """Examples of `items` ((post, regions) pairs; default `hand_posts()`) for `model`'s configuration."""
-    cfg = model.config
-    # A CLIP tower fixes its own input size (read off the model: its source folder may be gone).
-    crop_size = getattr(model.vision_encoder, "image_size", cfg.crop_size)
-    builder = ExampleBuilder(model.text_encoder.tokenize, cfg.types, region_mode(cfg.vision_encoder), crop_size)
+    builder = build_example_builder(model)
     return [builder.build(post, regions=regions, image=scene(seed=i))
             for i, (post, regions) in enumerate(items if items is not None else hand_posts())]
 
@@ -91,11 +85,13 @@ def hand_batch(model: MQSPN, items=None) -> dict:
     return collate(build_examples(model, items))
 
 
-def train_step(model: MQSPN, batch: dict) -> torch.Tensor:
-    """Forward, the configured criterion and backward on `batch` (gradients reset first) -> weighted loss."""
+def train_step(model: MQSPN, batch: dict, loss: LossConfig | None = None) -> torch.Tensor:
+    """Forward, the criterion of `loss` (default: the defaults) and backward on `batch` (gradients reset
+    first) -> weighted loss."""
     model.zero_grad(set_to_none=True)
-    losses = build_criterion(model.config)(model(batch), batch["targets"])
-    total = weighted_total(losses, loss_weights(model.config))
+    criterion = build_criterion(model.config, loss or LossConfig())
+    losses = criterion(model(batch), batch["targets"])
+    total = weighted_total(losses, criterion.weight_dict)
     total.backward()
     return total
 
@@ -109,11 +105,8 @@ def synth_dataset(base: Path, posts: int, seed: int, groundable_share: Optional[
     marker = out / MARKER
     if marker.is_file() and json.loads(marker.read_text()).get("posts") == posts:
         return out
-    with pytest.MonkeyPatch.context() as patch:
-        if groundable_share is not None:
-            # By module path: `mqspn.synth.generate` as an attribute is the function the package re-exports.
-            patch.setattr(importlib.import_module("mqspn.synth.generate"), "GROUNDABLE_SHARE", groundable_share)
-        generate(out, posts=posts, seed=seed, progress=False, force=out.exists())
+    share = {} if groundable_share is None else {"groundable_share": groundable_share}
+    generate(out, posts=posts, seed=seed, progress=False, force=out.exists(), **share)
     return out
 
 
@@ -123,5 +116,4 @@ def tiny_run_config(root: Path, **train) -> Config:
     settings = dict(epochs=2, batch_size=8, eval_batch_size=32, lr=3e-3, encoder_lr=3e-3, freeze_epochs=0,
                     seed=5, progress=False)
     settings.update(train)
-    return Config(data=DataConfig(root=str(root), regions="crops"),
-                  model=tiny_config(feature_dim=64), train=TrainConfig(**settings))
+    return Config(data=DataConfig(root=str(root)), model=tiny_config(feature_dim=64), train=TrainConfig(**settings))

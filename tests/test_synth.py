@@ -13,7 +13,7 @@ from mqspn.cli import main
 from mqspn.data.datasets import SPLITS, read_split
 from mqspn.data.voc import read_voc
 from mqspn.synth import build_world, generate
-from mqspn.synth.render import CLASSES
+from mqspn.synth.detector import CLASSES
 from mqspn.synth.world import ENTITIES_PER_TYPE
 
 NPZ_KEYS = {

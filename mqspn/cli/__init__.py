@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqspn.cli import data, evaluate, predict, synth, train
+from mqspn.cli import data, demo, evaluate, predict, synth, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqspn",
-        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation.",
+        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation, the demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, synth, train, predict, evaluate):
+    for module in (data, synth, train, predict, evaluate, demo):
         module.register(sub)
     return parser
 

@@ -2,7 +2,7 @@
 
     mqspn data stats --data DIR [--format gmner|fmnerg] [--granularity coarse|fine] [--xml DIR]
                      [--proposals DIR --top-k K] [--json]
-    mqspn data check [--config FILE] [--set KEY=VALUE ...] [--data DIR] [--format ...] [--granularity ...]
+    mqspn data check [--config FILE|RECIPE] [--set KEY=VALUE ...] [--data DIR] [--format ...] [--granularity ...]
                      [--xml DIR] [--images DIR] [--proposals DIR] [--top-k K] [--regions crops|features|none]
                      [--json] [--no-progress]
 """
@@ -73,22 +73,25 @@ def add_check(actions: argparse._SubParsersAction) -> None:
         "proposal files, xml names that match no entity, image sizes that disagree, and the share of "
         "groundable entities the top-k proposals cover (the ceiling). Says what to fix and where to download "
         "what is missing. Paths come from a training config (--config; its data paths are relative to "
-        "data.root, top_k is model.top_k) and/or the options below, which override the config. Exit code 0: "
-        "the dataset can train with this data.regions mode; 1: it cannot.",
+        "data.root) and/or the options below, which override the config. Exit code 0: "
+        "the dataset can train with this region mode; 1: it cannot.",
     )
-    parser.add_argument("--config", metavar="FILE", help="training config (YAML) whose dataset to check")
+    parser.add_argument("--config", metavar="FILE", help="training config (YAML, or a shipped recipe's name) whose "
+                                                         "dataset to check")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set data.regions=none (repeatable)")
+                        help="override a config key, e.g. --set model.vision_encoder=none (repeatable)")
     add_dataset_arguments(parser, data_required=False)
     # None = not given, so that a config's format and granularity are kept.
     parser.set_defaults(format=None, granularity=None)
     parser.add_argument("--images", metavar="DIR", default=None, help="image folder (default DIR/images)")
     parser.add_argument("--proposals", metavar="DIR", default=None,
                         help="folder of VinVL <image>.npz proposal files (default DIR/proposals)")
-    parser.add_argument("--top-k", type=int, default=None, metavar="K", help="proposals kept per image (default 10)")
+    parser.add_argument("--top-k", type=int, default=None, metavar="K",
+                        help="proposals kept per image (default: the config's data.top_k, 10 without a config)")
     parser.add_argument("--regions", choices=REGION_MODES, default=None,
-                        help="how training uses regions: crops needs images and proposals, features needs "
-                        "proposals with box_features, none (text only) needs neither (default crops)")
+                        help="how training reads regions: crops needs images and proposals, features needs "
+                        "proposals with box_features, none (text only) needs neither (default: what the config's "
+                        "model.vision_encoder reads, crops without a config)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=run_check)
@@ -106,7 +109,7 @@ def run_check(args: argparse.Namespace) -> int:
         cfg = Config.from_dict(raw, where="--set")
     # Folders given on the command line are relative to the working directory, as --data is.
     flags = {
-        "root": args.data, "format": args.format, "granularity": args.granularity, "regions": args.regions,
+        "root": args.data, "format": args.format, "granularity": args.granularity, "top_k": args.top_k,
         **{key: os.path.abspath(value) for key, value in
            (("xml_dir", args.xml), ("images", args.images), ("proposals", args.proposals)) if value is not None},
     }
@@ -115,7 +118,7 @@ def run_check(args: argparse.Namespace) -> int:
         raise ValueError("give the dataset: --data DIR, or --config FILE whose data.root names it")
     report = check_dataset(
         data.root, data.format, data.granularity, resolve(data.root, data.xml_dir), resolve(data.root, data.images),
-        resolve(data.root, data.proposals), args.top_k or cfg.model.top_k, data.regions, cfg.model.feature_dim,
+        resolve(data.root, data.proposals), data.top_k, args.regions or cfg.model.region_mode, cfg.model.feature_dim,
         progress=not args.no_progress,
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))

@@ -18,11 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     split.add_argument("--data", help="dataset root (Twitter-GMNER layout)")
     split.add_argument("--split", default="test", choices=("train", "dev", "test"))
     split.add_argument("--out", help="predictions file to write (.jsonl)")
-    split.add_argument("--format", default="gmner", choices=("gmner", "fmnerg"))
-    split.add_argument("--granularity", default="coarse", choices=("coarse", "fine"))
+    split.add_argument("--format", choices=("gmner", "fmnerg"), help="default: the model's training data format")
+    split.add_argument("--granularity", choices=("coarse", "fine"), help="default: the model's training granularity")
     split.add_argument("--xml", help="xml folder (fmnerg: the GMNER v2.0 xml)")
-    split.add_argument("--images", help="image folder (default DATA/images)")
-    split.add_argument("--proposals-dir", help="folder of VinVL <image>.npz files (default DATA/proposals)")
+    split.add_argument("--images", help="image folder (default: DATA/<the model's data.images>, e.g. DATA/images)")
+    split.add_argument("--proposals-dir", help="folder of VinVL <image>.npz files (default: DATA/<the model's "
+                                               "data.proposals>, e.g. DATA/proposals or DATA/vinvl)")
     one = p.add_argument_group("one post")
     one.add_argument("--text", help="the post's text (words split on white space)")
     one.add_argument("--image", help="the post's image file")
@@ -31,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     one.add_argument("--proposer", choices=("selective-search",),
                      help="built-in proposer when there is no proposal file (needs opencv-contrib-python-headless)")
     one.add_argument("--draw", help="write the image with the predicted boxes and labels to this PNG")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="decode.KEY=VALUE",
+                   help="override the model's saved decoding, e.g. --set decode.entity_threshold=0.7 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
@@ -38,9 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if (args.text is None) == (args.data is None):
         raise ValueError("give either --text (one post) or --data with --split and --out (a whole split)")
+    from mqspn.config import apply_override
     from mqspn.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(args.model)
+    raw: dict = {}
+    for item in args.overrides:
+        apply_override(raw, item, sections=("decode",))
+    predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"))
     return predict_one(predictor, args) if args.text is not None else predict_split(predictor, args)
 
 
@@ -57,7 +64,7 @@ def predict_one(predictor, args: argparse.Namespace) -> int:
         raise ValueError("no candidate regions: give --proposals FILE.npz, --boxes FILE.json or "
                          "--proposer selective-search (pip install opencv-contrib-python-headless)")
     image = load_image(Path(args.image)) if args.image else None
-    top_k = predictor.model.config.top_k
+    top_k = predictor.top_k
     proposals = args.proposals  # the .npz path; the predictor reads it
     if args.boxes:
         if image is None:
@@ -79,21 +86,21 @@ def predict_one(predictor, args: argparse.Namespace) -> int:
 
 
 def predict_split(predictor, args: argparse.Namespace) -> int:
+    import dataclasses
+    import os
+
     from mqspn.data.datasets import read_split
     from mqspn.predictions import write_predictions
-    from mqspn.proposals import VinvlProposals
 
     if not args.out:
         raise ValueError("--data needs --out FILE.jsonl for the predictions")
-    posts = read_split(args.data, args.split, args.format, args.granularity, args.xml)
-    proposals = None
-    if predictor.mode != "none":
-        folder = Path(args.proposals_dir or Path(args.data) / "proposals")
-        if not folder.is_dir():
-            raise FileNotFoundError(f"proposal folder {folder} not found (--proposals-dir)")
-        proposals = VinvlProposals(folder, predictor.model.config.top_k, with_features=predictor.mode == "features")
-    images = Path(args.images or Path(args.data) / "images")
-    preds = predictor.predict_posts(posts, proposals, images, progress=not args.no_progress)
+    # The model's own dataset layout (folder names, format, top-k), rooted at --data; flags replace parts.
+    flags = {"format": args.format, "granularity": args.granularity,
+             **{key: os.path.abspath(value) for key, value in (("images", args.images), ("proposals", args.proposals_dir))
+                if value}}
+    data = dataclasses.replace(predictor.config.data, root=args.data, **{k: v for k, v in flags.items() if v is not None})
+    posts = read_split(data.root, args.split, data.format, data.granularity, args.xml)
+    preds = predictor.predict_posts(posts, data, progress=not args.no_progress)
     write_predictions(args.out, ((p.id, preds[p.id]) for p in posts))
     print(f"wrote predictions for {len(posts)} posts to {args.out}", file=sys.stderr)
     return 0

@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Train MQSPN. The run directory gets config.yaml, meta.json, metrics.jsonl (one line per "
                     "epoch), best/ and last/ model directories, test_metrics.json and test_predictions.jsonl.",
     )
-    p.add_argument("--config", help="YAML config with data/model/train sections (see configs/)")
+    p.add_argument("--config", help="YAML config file, or the name of a recipe shipped with the package "
+                                    "(demo, twitter-gmner, twitter-gmner-text, twitter-fmnerg, twitter-fmnerg-coarse)")
     p.add_argument("--data", help="dataset root; replaces the config's data.root")
     p.add_argument("--out", help="run directory (default: runs/<config name>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         result = launch_train(args.nproc, None, args.resume, resume=True)
     else:
         if not args.config:
-            raise ValueError("give --config FILE (e.g. configs/demo.yaml) or --resume RUN")
+            raise ValueError("give --config FILE or a recipe name (e.g. --config demo), or --resume RUN")
         overrides = list(args.overrides) + ([f"data.root={json.dumps(str(args.data))}"] if args.data else [])
         cfg = load_config(args.config, overrides)
         out = Path(args.out or Path("runs") / Path(args.config).stem)

@@ -1,7 +1,8 @@
 """Turn the last layer's head outputs into entities (spec section 3, decoding).
 
-The paper's decoding is the default; three `ModelConfig` options change it, each measured in
-docs/results.md:
+The paper's decoding is the default; three `DecodeConfig` options change it, each measured in
+docs/results.md (a model directory saves its training-time choice; `Predictor(..., decode=...)` and
+`mqspn predict --set decode.<key>=...` override it without retraining):
 - `entity_threshold`: drop queries whose (non-null) type probability is below it. Real posts have many
   capitalised non-entities, and a query that is unsure of its type is then more often wrong than right.
 - `decode_rank = "joint"`: rank by type probability times the span's boundary probabilities, so that,
@@ -16,8 +17,8 @@ from typing import Sequence
 
 import torch
 
-from mqspn.config import ModelConfig
-from mqspn.model.heads import region_probs
+from mqspn.config import DecodeConfig
+from mqspn.model.region_scoring import RegionScoring
 from mqspn.types import Entity, Region
 
 
@@ -34,30 +35,38 @@ def best_spans(start_p: torch.Tensor, end_p: torch.Tensor, max_len: int) -> tupl
     return flat // n, flat % n
 
 
-@torch.no_grad()
-def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[Region]],
-           cfg: ModelConfig) -> list[list[Entity]]:
-    """-> per post, entities sorted by score; spans overlapping a higher-scored kept span are dropped.
+class Decoder:
+    """decoder(outputs, num_words, regions) -> per post, entities sorted by score; spans overlapping a
+    higher-scored kept span are dropped.
 
     Each query gives its argmax type (null: no entity), its best span and its argmax region slot
     (slot 0: ungroundable -> box None, slot j: the j-th candidate's box). `Entity.score` is the ranking
-    score (`cfg.decode_rank`).
+    score (`cfg.decode_rank`). `types`: the model's types in class order; `scoring`: how the model's
+    region logits were trained.
     """
-    last = outputs["layers"][-1]
-    type_p = last["type_logits"].float().softmax(-1).cpu()
-    start_p = torch.sigmoid(last["start_logits"].float()).cpu()
-    end_p = torch.sigmoid(last["end_logits"].float()).cpu()
-    region_p = region_probs(last["region_logits"].float(), cfg.region_loss == "softmax").cpu()
-    null = type_p.shape[-1] - 1
-    results = []
-    for b, n in enumerate(num_words):
-        type_score, cls = type_p[b].max(-1)
+
+    def __init__(self, types: Sequence[str], cfg: DecodeConfig | None = None, scoring: RegionScoring | None = None) -> None:
+        self.types, self.cfg, self.scoring = list(types), cfg or DecodeConfig(), scoring or RegionScoring()
+
+    @torch.no_grad()
+    def __call__(self, outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[Region]]) -> list[list[Entity]]:
+        last = outputs["layers"][-1]
+        type_p = last["type_logits"].float().softmax(-1).cpu()
+        start_p = torch.sigmoid(last["start_logits"].float()).cpu()
+        end_p = torch.sigmoid(last["end_logits"].float()).cpu()
+        region_p = self.scoring.probs(last["region_logits"].float()).cpu()
+        return [self._post(type_p[b], start_p[b], end_p[b], region_p[b], n, regions[b]) for b, n in enumerate(num_words)]
+
+    def _post(self, type_p, start_p, end_p, region_p, n: int, regions: Sequence[Region]) -> list[Entity]:
+        cfg = self.cfg
+        null = type_p.shape[-1] - 1
+        type_score, cls = type_p.max(-1)
         keep = torch.nonzero((cls != null) & (type_score >= cfg.entity_threshold)).flatten()
-        starts, ends = best_spans(start_p[b, keep, :n], end_p[b, keep, :n], cfg.max_span_words)
+        starts, ends = best_spans(start_p[keep, :n], end_p[keep, :n], cfg.max_span_words)
         score = type_score[keep]
         if cfg.decode_rank == "joint":
-            score = score * start_p[b, keep, starts] * end_p[b, keep, ends]
-        probs = region_p[b, keep, : len(regions[b]) + 1]
+            score = score * start_p[keep, starts] * end_p[keep, ends]
+        probs = region_p[keep, : len(regions) + 1]
         order = score.argsort(descending=True, stable=True).tolist()
         first, last_word = starts.tolist(), ends.tolist()  # plain ints: the overlap test runs per pair
         kept: list[int] = []
@@ -71,8 +80,7 @@ def decode(outputs: dict, num_words: Sequence[int], regions: Sequence[Sequence[R
                 slot = int(probs[same].mean(0).argmax())
             else:
                 slot = int(probs[i].argmax())
-            boxes = [regions[b][slot - 1].box] if slot > 0 else []
-            entities.append(Entity(first[i], last_word[i], cfg.types[int(cls[keep[i]])], boxes=boxes,
+            boxes = [regions[slot - 1].box] if slot > 0 else []
+            entities.append(Entity(first[i], last_word[i], self.types[int(cls[keep[i]])], boxes=boxes,
                                    score=float(score[i])))
-        results.append(entities)
-    return results
+        return entities

@@ -4,13 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mqspn.config import ModelConfig
-
-
-def region_probs(region_logits: torch.Tensor, softmax: bool) -> torch.Tensor:
-    """[..., k+1] region logits -> per-slot probabilities as the region loss trains them: a softmax over
-    the slots (`region_loss=softmax`) or an independent sigmoid per slot (`bce`)."""
-    return region_logits.softmax(-1) if softmax else torch.sigmoid(region_logits)
 
 
 class PairScorer(nn.Module):
@@ -18,7 +11,7 @@ class PairScorer(nn.Module):
 
     q [B, u, h], x [B, m, h] -> [B, u, m, outputs]. The additive form is the paper's. Its query-candidate
     interaction only arises through the ReLU and is learnt slowly from scratch; the optional bilinear
-    term scores the match directly (`ModelConfig.bilinear_scores`).
+    term scores the match directly (`model.bilinear_scores`).
     """
 
     def __init__(self, hidden: int, head: int, outputs: int, bilinear: bool = False) -> None:
@@ -55,17 +48,18 @@ class MSPHeads(nn.Module):
       type_logits [B, u, p+1]                         (last class = null, "no entity")
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, hidden: int, head: int, num_types: int, bilinear: bool = False,
+                 type_uses_region: bool = True, region_uses_span: bool = False) -> None:
         super().__init__()
-        h = cfg.hidden_size
-        self.boundary = PairScorer(h, cfg.head_size, 2, cfg.bilinear_scores)
-        self.region = PairScorer(h, cfg.head_size, 1, cfg.bilinear_scores)
-        self.use_region, self.use_span = cfg.type_uses_region, cfg.region_uses_span
+        h = hidden
+        self.boundary = PairScorer(h, head, 2, bilinear)
+        self.region = PairScorer(h, head, 1, bilinear)
+        self.use_region, self.use_span = type_uses_region, region_uses_span
         if self.use_span:
             self.span_to_region = nn.Linear(2 * h, h)
         parts = 4 if self.use_region else 3
         self.wc = nn.Linear(h, h)
-        self.classify = nn.Sequential(nn.Linear(parts * h, h), nn.GELU(), nn.Linear(h, len(cfg.types) + 1))
+        self.classify = nn.Sequential(nn.Linear(parts * h, h), nn.GELU(), nn.Linear(h, num_types + 1))
 
     @staticmethod
     def _pool(logits, states):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from mqspn.model.heads import region_probs
+from mqspn.model.region_scoring import RegionScoring
 
 
 class NonFiniteOutputError(ArithmeticError):
@@ -22,17 +22,17 @@ class HungarianMatcher:
     """
 
     def __init__(self, cost_type: float = 1.0, cost_boundary: float = 1.0, cost_region: float = 1.0,
-                 bipartite: bool = True, region_softmax: bool = False) -> None:
+                 bipartite: bool = True, scoring: RegionScoring | None = None) -> None:
         self.w_type, self.w_boundary, self.w_region = cost_type, cost_boundary, cost_region
         self.bipartite = bipartite
-        self.region_softmax = region_softmax  # region probabilities as trained: softmax over slots or sigmoid
+        self.scoring = scoring or RegionScoring()  # region probabilities as the region loss trains them
 
     def probabilities(self, outputs: dict) -> dict[str, torch.Tensor]:
         """The batch's type/start/end/region probabilities, each in one kernel rather than one per post."""
         return {"type": outputs["type_logits"].float().softmax(-1),
                 "start": torch.sigmoid(outputs["start_logits"].float()),
                 "end": torch.sigmoid(outputs["end_logits"].float()),
-                "region": region_probs(outputs["region_logits"].float(), self.region_softmax)}
+                "region": self.scoring.probs(outputs["region_logits"].float())}
 
     def cost(self, probs: dict, b: int, target: dict) -> torch.Tensor:
         """Cost matrix [u, m] of post b; `probs` from `probabilities(outputs)`."""

@@ -1,32 +1,17 @@
 """The MQSPN network: encoders -> multi-grained queries -> QFNet -> MSP heads on every layer."""
 from __future__ import annotations
 
-from typing import Hashable, Sequence
-
 import torch
 from torch import nn
 
 from mqspn.config import ModelConfig
+from mqspn.model.frozen_cache import FrozenCache, crop_keys, text_keys
 from mqspn.model.heads import MSPHeads
 from mqspn.model.qfnet import QFNet
-from mqspn.model.queries import QuerySet
+from mqspn.model.queries import QuerySet, type_words
 from mqspn.model.text_encoder import TextEncoder
-from mqspn.model.vision_encoder import augment_crops, build_vision_encoder
-from mqspn.model.word_shape import SHAPES
-
-
-class FrozenCache:
-    """Outputs of a frozen encoder by content key, so frozen text or crops are encoded only once."""
-
-    def __init__(self) -> None:
-        self.store: dict[Hashable, torch.Tensor] = {}
-
-    def get_or_compute(self, keys: Sequence[Hashable], compute) -> list[torch.Tensor]:
-        missing = [i for i, k in enumerate(keys) if k not in self.store]
-        if missing:
-            for i, value in zip(missing, compute(missing)):
-                self.store[keys[i]] = value.detach()
-        return [self.store[k] for k in keys]
+from mqspn.model.vision_encoder import build_vision_encoder
+from mqspn.text_features import SHAPES
 
 
 def freeze_below_top_layers(encoder: nn.Module, top: int, name: str) -> None:
@@ -49,8 +34,8 @@ class MQSPN(nn.Module):
     """forward(batch) -> {"layers": [head outputs per QFNet layer], "text_pad": [B, n], "region_pad": [B, k+1]}.
 
     Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
-    word_mask/word_shapes/word_hashes [B, n], region_counts (list of k_i), crops uint8 [R, 3, S, S] or region_features [R, D],
-    text_keys / region_keys (content keys for the frozen caches).
+    word_mask/word_shapes/word_hashes [B, n], region_counts (list of k_i), crops [R, 3, S, S] (uint8, or
+    float 0..255 once augmented) or region_features [R, D].
     """
 
     def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
@@ -71,13 +56,14 @@ class MQSPN(nn.Module):
         if cfg.ungroundable_slot == "learned" or self.vision_encoder is None:
             # Feature and text-only modes have no image to blank out: the slot is learned.
             self.ungroundable = nn.Parameter(torch.randn(h) * 0.02)
-        elif cfg.ungroundable_slot != "blank":
-            raise ValueError(f"ungroundable_slot={cfg.ungroundable_slot!r}: expected blank or learned")
-        self.queries = QuerySet(cfg, self.text_encoder.hidden_size)
+        self.queries = QuerySet(cfg.num_queries, len(cfg.types), h, self.text_encoder.hidden_size, cfg.query_init_std,
+                                cfg.use_type_queries, cfg.learnable_queries)
         if pretrained:
-            self.queries.compute_prompts(self.text_encoder, cfg)
-        self.qfnet = QFNet(cfg)
-        self.heads = MSPHeads(cfg)
+            self.queries.compute_prompts(self.text_encoder, type_words(cfg.types, cfg.type_prompts))
+        self.qfnet = QFNet(cfg.num_layers, h, cfg.num_heads, cfg.dropout, use_cross_attention=cfg.use_cross_attention,
+                           use_region_prefix=cfg.use_region_prefix, use_aggregator=cfg.use_aggregator)
+        self.heads = MSPHeads(h, cfg.head_size, len(cfg.types), cfg.bilinear_scores, cfg.type_uses_region,
+                              cfg.region_uses_span)
         self._caches = {"text": FrozenCache(), "vision": FrozenCache()}
         self.frozen = False
 
@@ -127,7 +113,7 @@ class MQSPN(nn.Module):
                 out = self.text_encoder(*(a[rows] for a in args), n)
             return [out[j, : int(batch["word_mask"][i].sum())] for j, i in enumerate(rows)]
 
-        states = self._caches["text"].get_or_compute(batch["text_keys"], compute)
+        states = self._caches["text"].get_or_compute(text_keys(*args), compute)
         padded = nn.utils.rnn.pad_sequence(states, batch_first=True)
         return nn.functional.pad(padded, (0, 0, 0, n - padded.shape[1]))
 
@@ -137,8 +123,6 @@ class MQSPN(nn.Module):
             return self.region_proj(batch["region_features"])
         crops = batch["crops"]
         if not (self.frozen and "vision" in self.pretrained_encoders()):
-            if self.training and self.config.crop_augment:
-                crops = augment_crops(crops)
             return self.region_proj(self.vision_encoder(crops))
         bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
 
@@ -147,7 +131,7 @@ class MQSPN(nn.Module):
                 return [self.vision_encoder(crops[bounds[i]: bounds[i + 1]]) if bounds[i + 1] > bounds[i]
                         else crops.new_zeros(0, self.vision_encoder.hidden_size, dtype=torch.float) for i in rows]
 
-        encoded = self._caches["vision"].get_or_compute(batch["region_keys"], compute)
+        encoded = self._caches["vision"].get_or_compute(crop_keys(crops, batch["region_counts"]), compute)
         return self.region_proj(torch.cat(encoded, 0))
 
     def _ungroundable_slot(self) -> torch.Tensor:

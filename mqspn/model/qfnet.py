@@ -4,8 +4,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mqspn.config import ModelConfig
-
 
 class SimilarityAggregator(nn.Module):
     """F(Q) = tanh(Q W1 + sum_phi lambda_phi sum_j alpha_j H_phi_j) W2 + b, phi in {text, regions}.
@@ -41,12 +39,13 @@ class QFNetLayer(nn.Module):
     drift together layer after layer and end up predicting the same entity.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
+                 use_region_prefix: bool = True, use_aggregator: bool = True) -> None:
         super().__init__()
-        h, heads, p = cfg.hidden_size, cfg.num_heads, cfg.dropout
-        self.use_cross = cfg.use_cross_attention
-        self.use_prefix = cfg.use_region_prefix
-        self.use_aggregator = cfg.use_aggregator
+        h, p = hidden, dropout
+        self.use_cross = use_cross_attention
+        self.use_prefix = use_region_prefix
+        self.use_aggregator = use_aggregator
         self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
         self.norm_self = nn.LayerNorm(h)
         if self.use_cross:
@@ -86,12 +85,13 @@ class QFNet(nn.Module):
     """forward(q0, text, text_pad, regions, region_pad) -> list of L query states, each [B, u, h].
 
     Every layer's output passes through one shared final LayerNorm before the heads (pre-norm stack).
+    `layer_options` are `QFNetLayer`'s switches (the Table-3 ablations).
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, num_layers: int, hidden: int, heads: int, dropout: float, **layer_options: bool) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(QFNetLayer(cfg) for _ in range(cfg.num_layers))
-        self.norm = nn.LayerNorm(cfg.hidden_size)
+        self.layers = nn.ModuleList(QFNetLayer(hidden, heads, dropout, **layer_options) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(hidden)
 
     def forward(self, q0, text, text_pad, regions, region_pad) -> list[torch.Tensor]:
         outputs = []

@@ -1,19 +1,19 @@
 """Multi-grained query set (MQS): entity-grained learnable queries plus type-grained prompt queries."""
 from __future__ import annotations
 
+from typing import Mapping, Sequence
+
 import torch
 from torch import nn
-
-from mqspn.config import ModelConfig
 
 TYPE_PROMPT = "{} is an entity type about [MASK] ."
 # Ablation "w/o learnable queries": MRC-style questions, one per type, through the frozen text encoder.
 HANDWRITTEN_QUERY = "find all {} entities in the text ."
 
 
-def type_words(cfg: ModelConfig) -> list[str]:
-    """The words naming each type inside the prompts (configurable per dataset)."""
-    return [cfg.type_prompts.get(t, t.lower().replace("_", " ")) for t in cfg.types]
+def type_words(types: Sequence[str], type_prompts: Mapping[str, str]) -> list[str]:
+    """The words naming each type inside the prompts (`model.type_prompts`, else the type's own name)."""
+    return [type_prompts.get(t, t.lower().replace("_", " ")) for t in types]
 
 
 class QuerySet(nn.Module):
@@ -25,29 +25,30 @@ class QuerySet(nn.Module):
     entity-grained vectors.
     """
 
-    def __init__(self, cfg: ModelConfig, text_hidden: int) -> None:
+    def __init__(self, num_queries: int, num_types: int, hidden: int, text_hidden: int, init_std: float = 0.02,
+                 use_type_queries: bool = True, learnable: bool = True) -> None:
         super().__init__()
-        u, p = cfg.num_queries, len(cfg.types)
+        u, p = num_queries, num_types
         if u % p:
             raise ValueError(f"num_queries={u} must be divisible by the number of types ({p}) to tile type queries")
         self.repeats = u // p
-        self.use_type_queries = cfg.use_type_queries
-        self.learnable = cfg.learnable_queries
+        self.use_type_queries = use_type_queries
+        self.learnable = learnable
         if self.learnable:
-            self.entity = nn.Parameter(torch.randn(u, cfg.hidden_size) * cfg.query_init_std)
+            self.entity = nn.Parameter(torch.randn(u, hidden) * init_std)
         else:
             self.register_buffer("questions", torch.zeros(p, text_hidden))
             # Fixed, non-learnable offsets keep the u/p copies of one question distinguishable.
-            self.register_buffer("offsets", torch.randn(u, cfg.hidden_size) * cfg.query_init_std)
+            self.register_buffer("offsets", torch.randn(u, hidden) * init_std)
         if self.use_type_queries:
             self.register_buffer("type_states", torch.zeros(p, text_hidden))
         if self.use_type_queries or not self.learnable:
-            self.project = nn.Linear(text_hidden, cfg.hidden_size)
+            self.project = nn.Linear(text_hidden, hidden)
 
     @torch.no_grad()
-    def compute_prompts(self, text_encoder, cfg: ModelConfig) -> None:
-        """Fill the prompt buffers with the (frozen) text encoder's states."""
-        words = type_words(cfg)
+    def compute_prompts(self, text_encoder, words: Sequence[str]) -> None:
+        """Fill the prompt buffers with the (frozen) text encoder's states; `words`: per type, its name
+        in the prompt (`type_words`)."""
         mask = text_encoder.tokenizer.mask_token
         if self.use_type_queries:
             states = [text_encoder.encode_sentence_token(TYPE_PROMPT.format(w).replace("[MASK]", mask), mask) for w in words]

@@ -78,20 +78,6 @@ class ClipRegionEncoder(nn.Module):
         return self.tower(pixel_values=pixels).pooler_output
 
 
-def augment_crops(crops: torch.Tensor, shift: int = 2, brightness: float = 0.1) -> torch.Tensor:
-    """uint8 [N, 3, S, S] -> float [N, 3, S, S] in 0..255: each crop mirrored with chance 1/2, moved by up
-    to `shift` pixels (edges replicated) and its brightness scaled by 1 +- `brightness`. A detector's box
-    wobbles by a few pixels and lighting varies; neither changes what the region shows."""
-    n, _, size, _ = crops.shape
-    x = crops.float()
-    x = torch.where((torch.rand(n, device=x.device) < 0.5)[:, None, None, None], x.flip(-1), x)
-    padded = nn.functional.pad(x, (shift,) * 4, mode="replicate")
-    dx, dy = torch.randint(0, 2 * shift + 1, (2, n)).tolist()
-    x = torch.stack([padded[i, :, dy[i]: dy[i] + size, dx[i]: dx[i] + size] for i in range(n)])
-    scale = 1 + brightness * (2 * torch.rand(n, 1, 1, 1, device=x.device) - 1)
-    return (x * scale).clamp(0, 255)
-
-
 def build_vision_encoder(name: str, hidden: int, pretrained: bool = True) -> nn.Module | None:
     """The crop encoder for `name`, or None for `features` and `none` (no crops are encoded)."""
     if name == "cnn":

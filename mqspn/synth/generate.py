@@ -10,7 +10,7 @@
 Posts are planned one after another from one random stream (text, which mentions are visible, which
 distractors join them); each image is then drawn from its own stream `(seed, 2, index)`, so the output
 is byte-identical for a seed. Visibility is balanced on the fly so every split is close to
-`1 - GROUNDABLE_SHARE` ungroundable entities (real data: about 60%).
+`1 - groundable_share` ungroundable entities (real data: about 60%).
 """
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from mqspn.boxes import IOU_THRESHOLD, iou_matrix
-from mqspn.synth.render import Thing, clutter_look, detect, detector_arrays, draw_scene, image_size, place
+from mqspn.synth.detector import detect, detector_arrays
+from mqspn.synth.render import Thing, clutter_look, draw_scene, image_size, place
 from mqspn.synth.world import Appearance, Mention, World, build_world, compose_post
 
 SPLITS = (("train", 0.70), ("dev", 0.15), ("test", 0.15))
@@ -70,11 +71,12 @@ class RenderedPost:
 
 
 def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bool = True, force: bool = False,
-             workers: int = 1) -> dict:
+             workers: int = 1, groundable_share: float = GROUNDABLE_SHARE) -> dict:
     """Write the benchmark to `out_dir` and return its summary (also saved as `out_dir/synth.json`).
 
     `out_dir` must be new, empty or (with `force`) a previous synth output, whose layout folders are
-    then replaced. `workers` > 1 draws the images in that many processes; the files are the same
+    then replaced. `groundable_share`: the share of entities drawn in their image (real data: about
+    0.4). `workers` > 1 draws the images in that many processes; the files are the same
     byte for byte, since every image has its own random stream. Summary: `generator`, `complete`, `seed`, `posts`, `world` (entity count, ambiguous
     strings), `splits` (per split: posts, entities, groundable, ungroundable, boxes,
     ungroundable_share), `ungroundable_share` and `proposal_coverage` (share of groundable entities
@@ -86,10 +88,12 @@ def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bo
         raise ValueError(f"synth: --seed must be a non-negative integer, got {seed}")
     if workers < 1:
         raise ValueError(f"synth: --workers must be at least 1, got {workers}")
+    if not 0.0 <= groundable_share <= 1.0:
+        raise ValueError(f"synth: groundable_share must be in [0, 1], got {groundable_share}")
     out = Path(out_dir)
     _prepare(out, force)
     world = build_world(np.random.default_rng([seed, 0]))
-    plans = plan_posts(world, posts, np.random.default_rng([seed, 1]))
+    plans = plan_posts(world, posts, np.random.default_rng([seed, 1]), groundable_share)
     texts: dict[str, list[str]] = {name: [] for name, _ in SPLITS}
     counts = {name: dict(posts=0, entities=0, groundable=0, ungroundable=0, boxes=0) for name, _ in SPLITS}
     covered = 0
@@ -126,7 +130,8 @@ def generate(out_dir: str | Path, posts: int = 3000, seed: int = 0, progress: bo
     return summary
 
 
-def plan_posts(world: World, posts: int, rng: np.random.Generator) -> list[PlannedPost]:
+def plan_posts(world: World, posts: int, rng: np.random.Generator,
+               groundable_share: float = GROUNDABLE_SHARE) -> list[PlannedPost]:
     """Plan `posts` posts in order: the first 70% train, then 15% dev and 15% test."""
     bounds = np.cumsum([round(posts * share) for _, share in SPLITS[:-1]])
     splits = [SPLITS[int(np.searchsorted(bounds, i, side="right"))][0] for i in range(posts)]
@@ -137,7 +142,7 @@ def plan_posts(world: World, posts: int, rng: np.random.Generator) -> list[Plann
         visible = []
         for _ in mentions:
             # Steer toward the target share: a running deficit raises the chance, a surplus lowers it.
-            chance = np.clip(GROUNDABLE_SHARE + 0.1 * (GROUNDABLE_SHARE * seen - grounded), 0.05, 0.95)
+            chance = np.clip(groundable_share + 0.1 * (groundable_share * seen - grounded), 0.05, 0.95)
             visible.append(sum(visible) < MAX_VISIBLE and bool(rng.random() < chance))
             seen += 1
             grounded += visible[-1]
