@@ -36,7 +36,7 @@ def load_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise FileNotFoundError(
             f"image {path} not found. Download the dataset's images (see the README, 'Reproducing the paper'), "
-            "or train text-only with data.regions=none"
+            "or train text-only with model.vision_encoder=none"
         )
     try:
         with Image.open(path) as img:
@@ -95,7 +95,7 @@ class ExampleBuilder:
         elif regions is None:
             if self.proposals is None:
                 raise ValueError(f"post {post.id}: no proposal source (data.proposals) for its regions; "
-                                 "give one, or use data.regions=none for text only")
+                                 "give one, or use model.vision_encoder=none for text only")
             regions = self.proposals.regions(post.image)
         crops = features = None
         if self.mode == "crops":

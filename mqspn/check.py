@@ -333,7 +333,7 @@ def _conclude(report: CheckReport, need_images: bool, need_proposals: bool) -> N
                       f"{report.proposals_dir or 'a folder'} as <id>.jpg.npz, or point data.images / "
                       f"data.proposals (--images / --proposals) at the folders that hold them.")
     if need_proposals and (missing or count["unreadable_image"] or count["malformed_proposals"]):
-        advice.append("Without images and proposals, train text-only with data.regions=none (--regions none): "
+        advice.append("Without images and proposals, train text-only with model.vision_encoder=none (--regions none): "
                       "every region is None, as in the BERT-None baseline.")
     if count["unreadable_image"]:
         advice.append("Re-download or replace the unreadable images listed (usually an interrupted download).")

@@ -304,7 +304,7 @@ def apply_override(raw: dict, item: str, sections: tuple[str, ...] = SECTIONS) -
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     if len(parts) != 2 or parts[0] not in sections:
-        raise ValueError(f"--set {item!r}: key must be {' or '.join(s + '.<name>' for s in sections)}")
+        raise ValueError(f"--set {item!r}: key must be <section>.<name> with section one of {', '.join(sections)}")
     known = {f.name for f in fields(CLASSES[parts[0]])} | {k for (s, k) in MOVED if s == parts[0]}
     if parts[0] == "data":
         known.add("regions")

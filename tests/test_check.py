@@ -212,7 +212,7 @@ def test_shared_annotations_report_every_image_missing(capsys):
     assert rows["missing proposal files"] == ["7000", "1500", "1500"]
     assert "missing images: 10000 of 10000 posts" in text
     assert "missing proposal files: 10000 of 10000 posts" in text
-    assert "https://github.com/NUSTM/GMNER" in text and "data.regions=none" in text
+    assert "https://github.com/NUSTM/GMNER" in text and "model.vision_encoder=none" in text
 
 
 def real_samples_tree(root: Path) -> Path:
@@ -248,10 +248,10 @@ def test_real_samples_pass(tmp_path, capsys):
     assert (test["proposal_posts"], test["coverage"], test["uncovered"]) == (4, 0.5, 2)
     assert test["oracle"]["recall"] == pytest.approx(60.0)
 
-    # The same through a training config (top_k from the model section), in features mode: the real files
-    # carry 2048-d box_features, the model's default feature_dim.
+    # The same through a training config (top_k from its data section), in features mode (the model's
+    # vision encoder): the real files carry 2048-d box_features, the model's default feature_dim.
     config = tmp_path / "config.yaml"
-    config.write_text(f"data:\n  root: {root}\n  regions: features\nmodel:\n  top_k: 18\n")
+    config.write_text(f"data:\n  root: {root}\n  top_k: 18\nmodel:\n  vision_encoder: features\n")
     assert main(["data", "check", "--config", str(config), "--no-progress"]) == 0
     rows = problem_rows(capsys.readouterr().out)
     assert rows["coverage (%)"] == ["100.00", "n/a", "100.00"]

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
-from mqspn.config import load_config
+from mqspn.config import Config, config_path, load_config, recipes
 
-DEMO = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+DEMO = Path(__file__).resolve().parent.parent / "mqspn" / "configs" / "demo.yaml"
 
 
 def test_set_overrides_reach_the_config():
@@ -28,7 +28,10 @@ def test_exponent_without_a_dot_is_a_float(tmp_path):
     ("train.epochs=2.5", r"train: epochs=2.5 should be int"),
     ("model.bilinear_scores=3", r"bilinear_scores=3 should be bool"),
     ("train.nope=1", r"unknown key 'nope' in section train"),
-    ("epochs=1", r"key must be data.<name>, model.<name> or train.<name>"),
+    ("epochs=1", r"key must be <section>.<name> with section one of data, model, loss, decode, train"),
+    ("decode.entity_threshold=1.5", r"decode.entity_threshold=1.5: expected a probability in \[0, 1\)"),
+    ("loss.region_loss=focal", r"loss.region_loss='focal': expected one of bce, softmax"),
+    ("data.top_k=0", r"data.top_k=0: expected at least 1"),
     ("train.epochs", r"expected section.key=value"),
     ("model.word_buckets=-1", r"model.word_buckets=-1: expected 0 \(off\) or a number of rows"),
 ])
@@ -38,7 +41,64 @@ def test_bad_overrides_name_the_key(item, message):
 
 
 @pytest.mark.parametrize("path", sorted((DEMO.parent).glob("*.yaml")), ids=lambda p: p.name)
-def test_every_shipped_config_loads(path):
+def test_every_shipped_config_loads_without_deprecation_warnings(path, recwarn):
     cfg = load_config(path)
     assert cfg.model.num_queries % max(len(cfg.model.types), 1) == 0  # u is a multiple of the type count
-    assert (cfg.data.regions == "none") == (cfg.model.vision_encoder == "none")
+    assert [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)] == []
+
+
+def test_a_bare_recipe_name_resolves_to_the_shipped_recipe_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert recipes() == sorted(p.stem for p in DEMO.parent.glob("*.yaml"))
+    assert config_path("demo") == config_path("demo.yaml") == DEMO
+    assert load_config("twitter-gmner").data.proposals == "vinvl"
+    (tmp_path / "demo.yaml").write_text("train:\n  epochs: 2\n")
+    assert load_config("demo.yaml").train.epochs == 2  # an existing file wins over the recipe
+    with pytest.raises(FileNotFoundError, match=r"no shipped recipe has that name \(shipped: demo, "):
+        load_config("dmeo")
+
+
+OLD_LAYOUT = """
+data:
+  root: somewhere
+  regions: crops
+model:
+  vision_encoder: cnn
+  top_k: 7
+  crop_augment: true
+  max_targets: 10
+  null_weight: 0.2
+  entity_threshold: 0.5
+  region_vote: true
+"""
+
+
+def test_a_config_in_the_pre_split_layout_loads_with_one_warning_per_moved_key(tmp_path):
+    file = tmp_path / "old.yaml"
+    file.write_text(OLD_LAYOUT)
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(file, ["model.cost_region=2.0"])
+    assert (cfg.data.top_k, cfg.train.crop_augment, cfg.loss.max_targets, cfg.loss.null_weight) == (7, True, 10, 0.2)
+    assert (cfg.decode.entity_threshold, cfg.decode.region_vote, cfg.loss.cost_region) == (0.5, True, 2.0)
+    messages = sorted(str(w.message) for w in caught)
+    assert len(messages) == 8 and all("\n" not in m and str(file) in m for m in messages)
+    assert f"{file}: model.top_k is now data.top_k; move it there" in messages
+    assert any("data.regions is no longer needed" in m for m in messages)
+
+
+def test_an_old_data_regions_that_contradicts_the_vision_encoder_is_an_error(tmp_path):
+    file = tmp_path / "old.yaml"
+    file.write_text("data:\n  regions: none\nmodel:\n  vision_encoder: cnn\n")
+    with pytest.raises(ValueError, match=r"data.regions=none does not fit model.vision_encoder=cnn"):
+        load_config(file)
+
+
+def test_a_key_in_both_its_old_and_new_section_is_an_error():
+    with pytest.raises(ValueError, match=r"top_k is set in both model and data; keep data.top_k only"):
+        Config.from_dict({"model": {"top_k": 3}, "data": {"top_k": 4}})
+
+
+def test_region_mode_follows_the_vision_encoder():
+    modes = {v: Config.from_dict({"model": {"vision_encoder": v}}).model.region_mode
+             for v in ("cnn", "clip:/x", "features", "none")}
+    assert modes == {"cnn": "crops", "clip:/x": "crops", "features": "features", "none": "none"}

@@ -5,9 +5,12 @@ import pytest
 import torch
 
 from helpers_model import hand_batch, tiny_config, tiny_model, train_step  # noqa: F401
-from mqspn.engine import loss_weights, weighted_total
+from mqspn.build import build_criterion
+from mqspn.config import LossConfig
+from mqspn.engine import weighted_total
 from mqspn.model.criterion import SetCriterion, replicate_targets
 from mqspn.model.matcher import HungarianMatcher
+from mqspn.model.region_scoring import RegionScoring
 
 NEG = torch.finfo(torch.float32).min
 TERMS = ("loss_type", "loss_boundary", "loss_region")
@@ -62,7 +65,8 @@ def perfect_outputs(targets: list[dict], u: int, n: int, k1: int, margin: float 
 
 def criterion(softmax: bool = False, **kwargs) -> SetCriterion:
     """`softmax`: region probabilities as a softmax over the slots (matcher and loss alike)."""
-    return SetCriterion(P, HungarianMatcher(region_softmax=softmax), region_softmax=softmax, **kwargs)
+    scoring = RegionScoring("softmax" if softmax else "bce")
+    return SetCriterion(P, HungarianMatcher(scoring=scoring), scoring, **kwargs)
 
 
 REGION_LOSSES = pytest.mark.parametrize("softmax", [False, True], ids=["bce", "softmax"])
@@ -130,8 +134,19 @@ def test_a_batch_without_entities_has_only_the_type_loss():
     out["layers"][0]["type_logits"].requires_grad_(True)
     losses = criterion()(out, [empty, empty])
     assert losses["loss_type"] > 0 and losses["loss_boundary"] == 0 and losses["loss_region"] == 0
-    weighted_total(losses, loss_weights(tiny_config())).backward()
+    weighted_total(losses, dict.fromkeys(TERMS, 1.0)).backward()
     assert out["layers"][0]["type_logits"].grad.abs().sum() > 0
+
+
+def test_the_weight_dict_names_every_loss_of_every_layer_with_its_configured_weight():
+    model = tiny_model(num_layers=3).train()
+    criterion = build_criterion(model.config, LossConfig(loss_type=2.0, loss_boundary=0.5, loss_region=3.0))
+    losses = criterion(model(hand_batch(model)), hand_batch(model)["targets"])
+    assert set(criterion.weight_dict) == set(losses) == {f"{t}{s}" for t in TERMS for s in ("", "_0", "_1")}
+    assert [criterion.weight_dict[f"loss_region{s}"] for s in ("", "_0", "_1")] == [3.0] * 3
+    assert criterion.weight_dict["loss_type_1"] == 2.0 and criterion.weight_dict["loss_boundary"] == 0.5
+    expected = sum(criterion.weight_dict[k] * v for k, v in losses.items())
+    assert weighted_total(losses, criterion.weight_dict).item() == pytest.approx(expected.item())
 
 
 def test_a_wrong_no_entity_answer_costs_less_than_a_wrong_type():

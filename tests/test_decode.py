@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mqspn.config import ModelConfig
-from mqspn.model.decode import decode
+from mqspn.config import DecodeConfig
+from mqspn.model.decode import Decoder
 from mqspn.types import Region
 
 TYPES = ["PER", "LOC"]
@@ -31,7 +31,7 @@ def outputs(queries: list[dict]) -> dict:
 
 
 def run(queries: list[dict], **options) -> list:
-    return decode(outputs(queries), [N_WORDS], [REGIONS], ModelConfig(types=TYPES, **options))[0]
+    return Decoder(TYPES, DecodeConfig(**options))(outputs(queries), [N_WORDS], [REGIONS])[0]
 
 
 def test_entity_threshold_drops_unsure_queries_and_keeps_sure_ones():
@@ -69,10 +69,11 @@ def test_region_vote_takes_the_average_over_queries_on_the_same_span():
 
 
 @pytest.mark.parametrize("option, value, message", [
-    ("entity_threshold", 1.0, "model.entity_threshold=1.0: expected a probability in [0, 1)"),
-    ("entity_threshold", -0.1, "model.entity_threshold=-0.1"),
-    ("decode_rank", "boundary", "model.decode_rank='boundary': expected one of type, joint"),
+    ("entity_threshold", 1.0, "decode.entity_threshold=1.0: expected a probability in [0, 1)"),
+    ("entity_threshold", -0.1, "decode.entity_threshold=-0.1"),
+    ("decode_rank", "boundary", "decode.decode_rank='boundary': expected one of type, joint"),
+    ("max_span_words", 0, "decode.max_span_words=0: expected at least 1"),
 ])
 def test_bad_decoding_options_are_refused(option, value, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        ModelConfig(types=TYPES, **{option: value})
+        DecodeConfig(**{option: value})

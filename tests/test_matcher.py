@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mqspn.model.matcher import HungarianMatcher
+from mqspn.model.region_scoring import RegionScoring
 
 NEG = torch.finfo(torch.float32).min
 
@@ -144,7 +145,7 @@ def test_a_post_with_fewer_candidates_than_its_batch_matches_as_alone(softmax):
     padded = dict(short, regions=torch.cat([short["regions"], torch.zeros(2, 2)], 1))
     alone = {key: value[1:2] for key, value in batch.items()}
     alone["region_logits"] = alone["region_logits"][..., :3]
-    matcher = HungarianMatcher(region_softmax=softmax)
+    matcher = HungarianMatcher(scoring=RegionScoring("softmax" if softmax else "bce"))
     assert pairs(matcher(batch, [random_target(2, n, 5, seed=3), padded])[1]) == pairs(matcher(alone, [short])[0])
     torch.testing.assert_close(matcher.cost(matcher.probabilities(batch), 1, padded),
                                matcher.cost(matcher.probabilities(alone), 0, short))
@@ -156,7 +157,7 @@ def test_softmax_region_cost_uses_the_slot_distribution():
                        region_probs=[[0.5, 0.5, 0.5]])
     out["region_logits"] = torch.tensor([[[0.2, 0.5, 0.3]]]).log()
     tgt = target([0], [0], [0], [[0, 1, 1]])
-    matcher = HungarianMatcher(cost_type=0.0, cost_boundary=0.0, cost_region=1.0, region_softmax=True)
+    matcher = HungarianMatcher(cost_type=0.0, cost_boundary=0.0, cost_region=1.0, scoring=RegionScoring("softmax"))
     cost = matcher.cost(matcher.probabilities(out), 0, tgt)
     assert cost.item() == pytest.approx(-0.5, abs=1e-6)
 

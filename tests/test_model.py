@@ -11,10 +11,10 @@ from helpers_model import (
     build_examples, hand_batch, hand_posts, tiny_config, tiny_model, train_step,
 )
 from mqspn.batching import collate
-from mqspn.config import TrainConfig
-from mqspn.model.decode import decode
+from mqspn.config import LossConfig, ModelConfig, TrainConfig
+from mqspn.model.decode import Decoder
 from mqspn.model.mqspn import MQSPN
-from mqspn.model.vision_encoder import augment_crops
+from mqspn.transforms import CropAugment, augment_crops
 from mqspn.types import Region
 
 HEAD_KEYS = {"start_logits", "end_logits", "region_logits", "type_logits"}
@@ -83,7 +83,7 @@ def test_decoding_keeps_the_best_non_overlapping_spans_with_their_candidate_boxe
     last["type_logits"][..., -1] = -1e4  # no query may say "no entity": 8 candidates a post
     last["region_logits"][0, :, 2] = 1e4  # slot 2 = the second candidate of post 1
     last["region_logits"][1, :, 3] = 1e4  # slot 3 = the third candidate of post 2
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
+    decoded = Decoder(model.config.types)(out, [len(p.words) for p in batch["posts"]], batch["regions"])
     assert {e.box for e in decoded[0]} == {regions[1].box} and {e.box for e in decoded[1]} == {moved[2].box}
     for entities in decoded:
         spans = sorted(e.span for e in entities)
@@ -92,7 +92,7 @@ def test_decoding_keeps_the_best_non_overlapping_spans_with_their_candidate_boxe
         assert [e.score for e in entities] == sorted((e.score for e in entities), reverse=True)
         assert all(e.type in model.config.types for e in entities)
     last["region_logits"][..., 0] = 1e5  # slot 0 wins everywhere: not in the image
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
+    decoded = Decoder(model.config.types)(out, [len(p.words) for p in batch["posts"]], batch["regions"])
     assert all(e.box is None for entities in decoded for e in entities)
 
 
@@ -102,7 +102,7 @@ def test_a_post_where_every_query_says_no_entity_decodes_to_nothing():
     with torch.no_grad():
         out = model(batch)
     out["layers"][-1]["type_logits"][0, :, -1] = 1e4  # post 0: null everywhere; the others unchanged
-    decoded = decode(out, [len(p.words) for p in batch["posts"]], batch["regions"], model.config)
+    decoded = Decoder(model.config.types)(out, [len(p.words) for p in batch["posts"]], batch["regions"])
     assert decoded[0] == [] and len(decoded) == 3
 
 
@@ -112,46 +112,42 @@ SWITCHES = {
     "no-cross-attention": {"use_cross_attention": False},
     "no-region-prefix": {"use_region_prefix": False},
     "no-aggregator": {"use_aggregator": False},
-    "fixed-order-matching": {"bipartite_matching": False},
     "type-without-region": {"type_uses_region": False},
     "bilinear-scores": {"bilinear_scores": True},
     "region-uses-span": {"region_uses_span": True},
     "word-shape": {"word_shape": True},
     "word-buckets": {"word_buckets": 64},
-    "softmax-region-loss": {"region_loss": "softmax"},
-    "replicated-targets": {"max_targets": 8},
     "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
     "features": {"vision_encoder": "features"},
     "text-only": {"vision_encoder": "none"},
-    "crop-augment": {"crop_augment": True},
-    "region-vote": {"region_vote": True},
+}
+#: Switches of the matching and the loss (`LossConfig`): the network stays the same.
+LOSS_SWITCHES = {
+    "fixed-order-matching": {"bipartite_matching": False},
+    "softmax-region-loss": {"region_loss": "softmax"},
+    "replicated-targets": {"max_targets": 8},
 }
 
 
-@pytest.mark.parametrize("name", list(SWITCHES))
+@pytest.mark.parametrize("name", list(SWITCHES) + list(LOSS_SWITCHES))
 def test_each_switch_builds_and_runs_a_training_step(name):
-    model = tiny_model(**SWITCHES[name]).train()
+    model = tiny_model(**SWITCHES.get(name, {})).train()
     batch = hand_batch(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    total = train_step(model, batch)
+    total = train_step(model, batch, LossConfig(**LOSS_SWITCHES.get(name, {})))
     assert torch.isfinite(total) and total > 0
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert len(changed) > 10
 
 
-def test_every_boolean_switch_of_the_config_is_exercised():
-    switches = {f.name for f in dataclasses.fields(tiny_config()) if f.type in (bool, "bool")}
+def test_every_boolean_switch_of_the_model_and_loss_configs_is_exercised():
+    switches = {f.name for cls in (ModelConfig, LossConfig) for f in dataclasses.fields(cls) if f.type in (bool, "bool")}
     assert len(switches) >= 7
-    assert switches <= {key for overrides in SWITCHES.values() for key in overrides}
+    assert switches <= {key for table in (SWITCHES, LOSS_SWITCHES) for overrides in table.values() for key in overrides}
 
 
-#: Switches of the matching, the loss, the training-time augmentation or the decoding: the network and
-#: its eval-mode outputs stay the same.
-NOT_THE_NETWORK = {"fixed-order-matching", "softmax-region-loss", "replicated-targets", "crop-augment", "region-vote"}
-
-
-@pytest.mark.parametrize("name", [n for n in SWITCHES if n not in NOT_THE_NETWORK])
+@pytest.mark.parametrize("name", list(SWITCHES))
 def test_each_model_switch_changes_the_model(name):
     # Either the switch changes which weights exist, or with the default model's weights it changes the outputs.
     default, switched = tiny_model().eval(), tiny_model(**SWITCHES[name]).eval()
@@ -165,16 +161,19 @@ def test_each_model_switch_changes_the_model(name):
     assert not same_weights or outputs_differ
 
 
-def test_crop_augmentation_changes_training_forwards_only():
-    model = tiny_model(crop_augment=True)
+def test_crop_augmentation_is_a_batch_transform_that_only_acts_while_active():
+    model = tiny_model()
     batch = hand_batch(model)
-    regions = lambda: model(batch)["layers"][-1]["region_logits"]
-    model.train()
+    augment = CropAugment()
     torch.manual_seed(0)
-    first, second = regions(), regions()
-    assert not torch.allclose(first, second)
-    model.eval()
-    assert torch.equal(regions(), regions())
+    first, second = augment(dict(batch))["crops"], augment(dict(batch))["crops"]
+    assert first.shape == batch["crops"].shape and not torch.equal(first, second)
+    assert not torch.allclose(model(dict(batch, crops=first))["layers"][-1]["region_logits"],
+                              model(batch)["layers"][-1]["region_logits"])
+    augment.active = False
+    assert augment(dict(batch))["crops"] is batch["crops"]
+    text_only = tiny_model(vision_encoder="none")
+    assert "crops" not in CropAugment()(hand_batch(text_only))
 
 
 def test_augment_crops_mirrors_shifts_and_relights_within_bounds():
@@ -195,7 +194,7 @@ def test_wrong_switch_values_are_clear_errors():
     with pytest.raises(ValueError, match="ungroundable_slot='nothing'"):
         MQSPN(tiny_config(ungroundable_slot="nothing"))
     with pytest.raises(ValueError, match="region_loss='focal'"):
-        MQSPN(tiny_config(region_loss="focal"))
+        LossConfig(region_loss="focal")
     with pytest.raises(ValueError, match="vision_encoder='resnet'"):
         MQSPN(tiny_config(vision_encoder="resnet"))
     with pytest.raises(ValueError, match="num_queries=6 must be divisible"):

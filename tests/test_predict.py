@@ -11,11 +11,14 @@ from conftest import GMNER_DIR, REAL_SAMPLES, needs_shared
 from helpers_model import scene, tiny_model  # noqa: F401
 from mqspn.checkpoint import save_pretrained
 from mqspn.cli import main
+from mqspn.config import Config, DataConfig
 from mqspn.data.datasets import read_split
 from mqspn.predictor import Predictor
 from mqspn.proposals import read_vinvl
 
 TOP_K = 10
+#: The configuration saved with the test models: their candidate regions per post.
+TOP_K_CONFIG = Config(data=DataConfig(top_k=TOP_K))
 BOXES = [[0, 0, 40, 30], [50, 20, 110, 80], [10, 40, 60, 85]]
 #: The real sample without text in Twitter-GMNER, and the one in the train split, get a made-up text.
 MADE_UP = {"70560": "Lionel Messi and Neymar celebrate in Barcelona", "1953977": "Great night with Taylor Swift in London"}
@@ -24,7 +27,7 @@ MADE_UP = {"70560": "Lionel Messi and Neymar celebrate in Barcelona", "1953977":
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny untrained crop-CNN model, saved. Seeded: it predicts entities with boxes on the samples."""
-    return save_pretrained(tiny_model(seed=0, top_k=TOP_K).eval(), tmp_path_factory.mktemp("model") / "tiny")
+    return save_pretrained(tiny_model(seed=0).eval(), tmp_path_factory.mktemp("model") / "tiny", TOP_K_CONFIG)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +70,8 @@ def test_predicts_on_real_images_with_boxes_among_the_vinvl_proposals(predictor,
 
 @needs_shared
 def test_detector_features_model_predicts_on_real_vinvl_features(tmp_path, samples):
-    model = tiny_model(seed=0, vision_encoder="features", feature_dim=2048, top_k=TOP_K).eval()
-    predictor = Predictor.from_pretrained(save_pretrained(model, tmp_path / "m"), "cpu")
+    model = tiny_model(seed=0, vision_encoder="features", feature_dim=2048).eval()
+    predictor = Predictor.from_pretrained(save_pretrained(model, tmp_path / "m", TOP_K_CONFIG), "cpu")
     image_id, words = samples[0]
     _, npz = image_and_proposals(image_id)
     post = predictor.predict(words, proposals=npz)

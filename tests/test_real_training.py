@@ -20,7 +20,7 @@ pytestmark = needs_shared
 
 def text_only_config(root, queries: int, **data) -> Config:
     return Config(
-        data=DataConfig(root=str(root), images=None, proposals=None, regions="none", **data),
+        data=DataConfig(root=str(root), images=None, proposals=None, **data),
         model=ModelConfig(types=[], text_encoder="tiny", vision_encoder="none", hidden_size=32, head_size=16,
                           num_heads=2, num_layers=1, num_queries=queries, tiny_text_hidden=32),
         train=TrainConfig(epochs=1, batch_size=16, eval_batch_size=128, max_train_posts=64, progress=False),

@@ -11,7 +11,7 @@ import torch
 from helpers_model import hand_batch, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
 from mqspn import trainer
 from mqspn.data.datasets import read_split
-from mqspn.engine import NonFiniteLossError, loss_weights, train_one_epoch
+from mqspn.engine import NonFiniteLossError, train_one_epoch
 from mqspn.metric import score
 from mqspn.predictions import read_predictions
 from mqspn.trainer import Run
@@ -80,12 +80,14 @@ def test_a_non_finite_loss_stops_before_any_update_with_a_clear_message():
         nan = outputs["layers"][-1]["type_logits"].sum() * float("nan")
         return {"loss_type": nan, "loss_boundary": nan.detach() * 0, "loss_region": nan.detach() * 0}
 
+    criterion.weight_dict = {"loss_type": 1.0, "loss_boundary": 1.0, "loss_region": 1.0}
+
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     with pytest.raises(NonFiniteLossError, match=r"non-finite loss at epoch 3, step 1 \(loss_type=nan.*\); "
                                                  r"lower train.lr or check the inputs of this batch: p1, p2, p3"):
-        train_one_epoch(model, criterion, [batch], optimizer, scheduler, loss_weights(model.config), 1.0,
-                        torch.device("cpu"), epoch=2, progress=False)
+        train_one_epoch(model, criterion, [batch], optimizer, scheduler, 1.0, torch.device("cpu"), epoch=2,
+                        progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
