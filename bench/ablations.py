@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/ablations.py [--data demo_out/synth] [--out runs/ablations] [--set key=value ...]
 
-Every run uses `configs/demo.yaml` with the same seed plus one switch, and is scored on the test split
+Every run uses the demo recipe (`mqspn/configs/demo.yaml`) with the same seed plus one switch, and is scored on the test split
 at its best dev epoch. Prints a Markdown table: test GMNER / MNER / EEG F1 and the GMNER change.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ SWITCHES = {
     "w/o query-text cross-attention": ["model.use_cross_attention=false"],
     "w/o query-region prefix": ["model.use_region_prefix=false"],
     "w/o similarity aggregator": ["model.use_aggregator=false"],
-    "w/o bipartite matching (fixed order)": ["model.bipartite_matching=false"],
+    "w/o bipartite matching (fixed order)": ["loss.bipartite_matching=false"],
 }
 
 
@@ -42,7 +42,7 @@ def main() -> int:
         out = Path(args.out) / (name.split(" (")[0].replace(" ", "-").replace("/", ""))
         summary = out / "test_metrics.json"
         if not summary.exists():
-            cfg = load_config(REPO / "configs" / "demo.yaml",
+            cfg = load_config("demo",
                               [f"data.root={json.dumps(args.data)}", "train.progress=false"] + args.overrides + switch)
             start = time.time()
             Run.start(cfg, out).run()

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from mqspn import distributed
-from mqspn.engine import loss_weights, train_one_epoch
+from mqspn.engine import train_one_epoch
 from mqspn.trainer import Run
 from side_by_side import DEFAULT_DATA, demo_config, report
 
@@ -33,7 +33,7 @@ def timed_steps(cfg, out: Path, result: Path) -> None:
             run.train_loader.sampler.set_epoch(epoch)
         start = time.perf_counter()
         train_one_epoch(replica, run.criterion, run.train_loader, run.optimizer, run.scheduler,
-                        loss_weights(cfg.model), cfg.train.clip_norm, run.device, epoch, progress=False)
+                        cfg.train.clip_norm, run.device, epoch, progress=False)
         seconds = time.perf_counter() - start
     if distributed.is_main():
         result.write_text(str(seconds))

@@ -3,7 +3,7 @@
     .venv/bin/python bench/real_text.py [--data ../shared/data/twitter-gmner-v2.0] [--out runs/real-text]
         [--set key=value ...]
 
-Trains `configs/twitter-gmner-text.yaml` (dev-selected, test scored once at the best dev epoch) and
+Trains the shipped `twitter-gmner-text` recipe (dev-selected, test scored once at the best dev epoch) and
 prints a Markdown table beside the paper's text-only row (BERT-None) and MQSPN's full multimodal row.
 """
 from __future__ import annotations
@@ -27,8 +27,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "runs" / "real-text"))
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args()
-    config = REPO / "configs" / "twitter-gmner-text.yaml"
-    cmd = [sys.executable, "-m", "mqspn", "train", "--config", str(config), "--data", args.data,
+    cmd = [sys.executable, "-m", "mqspn", "train", "--config", "twitter-gmner-text", "--data", args.data,
            "--out", args.out] + [x for o in args.overrides for x in ("--set", o)]
     start = time.time()
     subprocess.run(cmd, check=True)

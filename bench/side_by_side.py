@@ -13,10 +13,10 @@ DEFAULT_DATA = str(REPO / "demo_out" / "synth")
 
 
 def demo_config(data: str) -> Config:
-    """`configs/demo.yaml` on the synthetic benchmark at `data`, progress bars off; exits when it is missing."""
+    """The demo recipe on the synthetic benchmark at `data`, progress bars off; exits when it is missing."""
     if not (Path(data) / "synth.json").is_file():
         raise SystemExit(f"{data}: no synthetic benchmark there; run `mqspn synth --out {data}` first")
-    return load_config(REPO / "configs" / "demo.yaml", [f"data.root={json.dumps(data)}", "train.progress=false"])
+    return load_config("demo", [f"data.root={json.dumps(data)}", "train.progress=false"])
 
 
 def report(title: str, times: dict[str, list[float]], slower: str, faster: str) -> None:

@@ -10,7 +10,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from helpers_model import hand_batch, hand_posts, scene, tiny_model, train_step  # noqa: F401
 from mqspn import checkpoint
-from mqspn.checkpoint import from_pretrained, load_training_state, save_pretrained
+from mqspn.checkpoint import from_pretrained, load_training_state, read_config, save_pretrained
+from mqspn.config import Config, DataConfig, DecodeConfig, LossConfig
 from mqspn.predictor import Predictor
 
 
@@ -70,6 +71,44 @@ def test_save_then_load_gives_identical_outputs_and_predictions(saved):
     reloaded = Predictor.from_pretrained(directory, "cpu").predict(" ".join(post.words), image=scene(), proposals=boxes)
     assert entities_json(direct) == entities_json(reloaded)
     assert direct.entities, "the test needs at least one prediction to compare"
+
+
+def test_the_loss_decode_and_data_sections_are_saved_and_decoding_is_overridable_at_predict_time(tmp_path):
+    model = trained_a_little(tiny_model(seed=3))
+    config = Config(data=DataConfig(root="/data/x", proposals="vinvl", top_k=2), loss=LossConfig(region_loss="softmax"),
+                    decode=DecodeConfig(region_vote=True, max_span_words=5))
+    directory = save_pretrained(model, tmp_path / "m", config)
+    saved = read_config(directory)
+    assert (saved.model, saved.loss, saved.decode, saved.data) == (model.config, config.loss, config.decode, config.data)
+    predictor = Predictor.from_pretrained(directory, "cpu")
+    assert predictor.top_k == 2 and predictor.decoder.scoring.softmax and predictor.decoder.cfg == config.decode
+    (post, regions), _, _ = hand_posts()
+    boxes = [list(r.box) for r in regions]
+    default = entities_json(predictor.predict(post.words, image=scene(), proposals=boxes))
+    assert default, "the test needs at least one prediction"
+    scores = [score for *_, score in default]
+    below, above = min(scores) - 1e-3, max(scores) + 1e-3
+    lenient = Predictor.from_pretrained(directory, "cpu", decode={"entity_threshold": below})
+    assert lenient.decoder.cfg == DecodeConfig(region_vote=True, max_span_words=5, entity_threshold=below)
+    assert entities_json(lenient.predict(post.words, image=scene(), proposals=boxes)) == default
+    strict = Predictor.from_pretrained(directory, "cpu", decode=DecodeConfig(entity_threshold=above))
+    assert strict.predict(post.words, image=scene(), proposals=boxes).entities == []
+    with pytest.raises(ValueError, match=r"decode: unknown key\(s\) \['threshold'\]"):
+        Predictor.from_pretrained(directory, "cpu", decode={"threshold": 0.5})
+
+
+def test_a_model_directory_of_format_1_still_loads_with_its_settings_in_their_new_sections(saved, tmp_path):
+    model, directory = saved
+    old = tmp_path / "old"
+    shutil.copytree(directory, old)
+    config = json.loads((old / "config.json").read_text())
+    flat = {**config["model"], "top_k": 4, "crop_augment": True, "region_loss": "softmax", "max_targets": 5,
+            "entity_threshold": 0.2, "decode_rank": "joint"}
+    (old / "config.json").write_text(json.dumps({"format_version": 1, "model": flat}))
+    cfg = read_config(old)
+    assert (cfg.data.top_k, cfg.loss.region_loss, cfg.loss.max_targets) == (4, "softmax", 5)
+    assert (cfg.decode.entity_threshold, cfg.decode.decode_rank, cfg.model) == (0.2, "joint", model.config)
+    assert_same_outputs(model, from_pretrained(old))
 
 
 @pytest.mark.parametrize("overrides", [{"vision_encoder": "features"}, {"vision_encoder": "none"},

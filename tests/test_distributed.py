@@ -12,6 +12,8 @@ from mqspn import distributed
 from mqspn.data.datasets import read_split
 from mqspn.trainer import Run
 
+pytestmark = pytest.mark.slow  # training runs (`make test-fast` skips them)
+
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):

@@ -15,7 +15,7 @@ from mqspn.metric import score
 from mqspn.predictions import read_predictions
 from mqspn.trainer import Run
 
-pytestmark = needs_shared
+pytestmark = [needs_shared, pytest.mark.slow]
 
 
 def text_only_config(root, queries: int, **data) -> Config:

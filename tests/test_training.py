@@ -16,6 +16,8 @@ from mqspn.metric import score
 from mqspn.predictions import read_predictions
 from mqspn.trainer import Run
 
+pytestmark = pytest.mark.slow  # training runs (`make test-fast` skips them)
+
 
 #: Entities drawn in their image. The benchmark's default (40%, as in the real data) makes slot 0
 #: ("not in the image") the safe answer for a long time: measured, the tiny model first beats the

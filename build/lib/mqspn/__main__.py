@@ -1,0 +1,4 @@
+"""`python -m mqspn` runs the command line."""
+from mqspn.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Inference API: load a model directory and predict quadruples for one post or a whole split.
+
+    from mqspn import Predictor
+    predictor = Predictor.from_pretrained("runs/demo/best")
+    post = predictor.predict("Jordan scored 30 points", image="post.jpg", proposals="post.jpg.npz")
+
+The decoding saved with the model is the default; `decode=` overrides any of its keys without
+retraining, e.g. `Predictor.from_pretrained(dir, decode={"entity_threshold": 0.7})`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+from PIL import Image
+
+from mqspn import checkpoint
+from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
+from mqspn.build import build_decoder, build_examples
+from mqspn.config import Config, DecodeConfig, DataConfig
+from mqspn.engine import predict_batches
+from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
+from mqspn.types import Entity, Post, Region, as_box
+
+ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
+DecodeArg = Union[DecodeConfig, Mapping[str, object], None]
+
+
+def decode_config(base: DecodeConfig, decode: DecodeArg) -> DecodeConfig:
+    """`base` with the keys of `decode` replaced (a whole `DecodeConfig`, or a mapping of some keys)."""
+    if decode is None or isinstance(decode, DecodeConfig):
+        return decode or base
+    unknown = set(decode) - {f.name for f in dataclasses.fields(DecodeConfig)}
+    if unknown:
+        raise ValueError(f"decode: unknown key(s) {sorted(unknown)}; known: {[f.name for f in dataclasses.fields(DecodeConfig)]}")
+    return dataclasses.replace(base, **decode)
+
+
+class Predictor:
+    """A trained MQSPN model ready for inference (eval mode, no gradient).
+
+    `config`: the configuration saved with the model (its loss, decode and data sections); `decode`
+    overrides keys of its decode section.
+    """
+
+    def __init__(self, model, device: Optional[str] = None, config: Optional[Config] = None,
+                 decode: DecodeArg = None) -> None:
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = model.to(self.device).eval()
+        self.config = dataclasses.replace(config or Config(), model=model.config)
+        self.config.decode = decode_config(self.config.decode, decode)
+        self.decoder = build_decoder(model.config, self.config.decode, self.config.loss)
+        self.mode = model.config.region_mode
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, decode: DecodeArg = None) -> "Predictor":
+        return cls(checkpoint.from_pretrained(directory), device, checkpoint.read_config(directory), decode)
+
+    @property
+    def types(self) -> list[str]:
+        return list(self.model.config.types)
+
+    @property
+    def top_k(self) -> int:
+        """Candidate regions per post, as in training."""
+        return self.config.data.top_k
+
+    def builder(self, data: Optional[DataConfig] = None, proposals: Optional[ProposalSource] = None,
+                image_dir: Optional[Path] = None) -> ExampleBuilder:
+        return build_examples(self.model, data, proposals, image_dir)
+
+    def _regions(self, proposals: ProposalsArg, image_name: str) -> list[Region]:
+        k = self.top_k
+        if proposals is None:
+            raise ValueError("this model grounds entities in candidate regions: give proposals "
+                             "(a VinVL .npz file, a boxes JSON file, a list of boxes, or a ProposalSource "
+                             "such as mqspn.proposals.SelectiveSearch)")
+        if isinstance(proposals, (str, Path)):
+            path = Path(proposals)
+            if path.suffix == ".npz":
+                return read_vinvl(path, k, with_features=self.mode == "features")[0]
+            if path.suffix == ".json":
+                return BoxesJson(path, k).regions(image_name)
+            raise ValueError(f"{path}: proposals must be a VinVL .npz file or a boxes .json file")
+        if isinstance(proposals, ProposalSource):
+            return proposals.regions(image_name)[:k]
+        regions = [r if isinstance(r, Region) else Region(as_box(r, f"proposal {i}"), score=1.0)
+                   for i, r in enumerate(proposals)]
+        return regions[:k]
+
+    def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                proposals: ProposalsArg = None, post_id: str = "input") -> Post:
+        """Predict the entities of one post. `text` is a string (split on white space) or a word list.
+
+        Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
+        """
+        words = text.split() if isinstance(text, str) else list(text)
+        if not words:
+            raise ValueError("empty text: nothing to predict")
+        name = Path(image).name if isinstance(image, (str, Path)) else f"{post_id}.jpg"
+        post = Post(post_id, words, [], image=name)
+        regions: list[Region] = []
+        pil = None
+        if self.mode != "none":
+            if self.mode == "crops":
+                if image is None:
+                    raise ValueError("this model encodes region crops: give the post's image")
+                pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
+            regions = self._regions(proposals, name)
+        example = self.builder().build(post, regions=regions, image=pil)
+        post.entities = predict_batches(self.model, [collate([example])], self.device, self.decoder, progress=False)[post_id]
+        return post
+
+    def predict_posts(self, posts: Sequence[Post], data: Optional[DataConfig] = None,
+                      proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None,
+                      batch_size: int = 32, progress: bool = True) -> dict[str, list[Entity]]:
+        """Predict every post of a split. Images and proposals come from the folders of the dataset `data`
+        (resolved as in training), or from `image_dir` / `proposals` where given."""
+        loader = torch.utils.data.DataLoader(PostDataset(posts, self.builder(data, proposals, image_dir)),
+                                             batch_size=batch_size, collate_fn=collate)
+        return predict_batches(self.model, loader, self.device, self.decoder, progress)

@@ -1,0 +1,316 @@
+"""A training run: data, model, optimiser and schedule from a `Config`, epochs, dev selection, test once.
+
+Run directory:
+  config.yaml          the resolved configuration
+  meta.json            git commit, library versions, dataset file hashes, seed
+  metrics.jsonl        one line per epoch: mean losses, dev P/R/F1 (GMNER, MNER, EEG), best so far
+  last/                model directory + training_state.pt (optimizer, scheduler, RNG, epoch): --resume
+  best/                model directory of the best dev GMNER F1 epoch
+  test_metrics.json    test scores of best/ (computed once, after the last epoch)
+  test_predictions.jsonl
+
+Under several processes (`mqspn.distributed`) every process trains a replica on its share of each
+batch and scores its share of dev/test; the first process alone writes the run directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from mqspn import checkpoint, distributed
+from mqspn.batching import PostDataset, collate
+from mqspn.build import (build_criterion, build_decoder, build_examples, build_model, build_optimizer,
+                         build_scheduler)
+from mqspn.config import Config, load_config, resolve
+from mqspn.data.datasets import dataset_types, read_split, split_file
+from mqspn.engine import predict_batches, train_one_epoch
+from mqspn.metric import score
+from mqspn.predictions import write_predictions
+from mqspn.transforms import CropAugment
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    """Every generator a step draws from; on a GPU dropout draws from the CUDA generators."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_posts(cfg: Config, split: str):
+    return read_split(cfg.data.root, split, cfg.data.format, cfg.data.granularity, resolve(cfg.data.root, cfg.data.xml_dir))
+
+
+def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None,
+           sampler=None, transform=None):
+    return torch.utils.data.DataLoader(PostDataset(posts, builder), batch_size=batch_size, shuffle=shuffle,
+                                       generator=generator, sampler=sampler,
+                                       collate_fn=functools.partial(collate, transform=transform))
+
+
+def train_loader(posts, builder, cfg: Config, generator: torch.Generator, transform=None):
+    """Shuffled training batches; under N processes each takes batch_size / N posts of every batch
+    (a sampler seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
+    world = distributed.world_size()
+    if world == 1:
+        return loader(posts, builder, cfg.train.batch_size, True, generator, transform=transform)
+    if cfg.train.batch_size % world:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes; "
+                         f"use a multiple of {world}")
+    sampler = torch.utils.data.DistributedSampler(posts, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
+    return loader(posts, builder, cfg.train.batch_size // world, False, sampler=sampler, transform=transform)
+
+
+def shard(posts: list) -> list:
+    """This process's share of an evaluation split (every post once over all processes)."""
+    return posts[distributed.rank()::distributed.world_size()]
+
+
+def gathered_predictions(model, shard_loader, cfg: Config, device, desc: str) -> dict:
+    """Predict this process's shard (a loader over `shard(posts)`); -> the predictions of all posts."""
+    decoder = build_decoder(model.config, cfg.decode, cfg.loss)
+    local = predict_batches(model, shard_loader, device, decoder, cfg.train.progress and distributed.is_main(), desc)
+    merged: dict = {}
+    for part in distributed.gather(local):
+        merged.update(part)
+    return merged
+
+
+def git_commit() -> Optional[str]:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def file_hashes(cfg: Config) -> dict[str, str]:
+    hashes = {}
+    for split in ("train", "dev", "test"):
+        path = split_file(cfg.data.root, split, cfg.data.format)
+        if path.is_file():
+            hashes[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def prepare_config(cfg: Config) -> Config:
+    """Fill the types from the training split when the config leaves them empty."""
+    if cfg.model.types:
+        return cfg
+    types = dataset_types(read_posts(cfg, "train"))
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, types=types))
+
+
+class Run:
+    """Train `cfg` into `out`; `Run.resume(out)` continues an interrupted run exactly."""
+
+    def __init__(self, cfg: Config, out: str | Path, resume_state: Optional[dict] = None) -> None:
+        self.cfg, self.out = cfg, Path(out)
+        self.device = distributed.device()
+        self.world = distributed.world_size()
+        seed_everything(cfg.train.seed)
+        self.model = build_model(cfg.model).to(self.device)
+        if self.world > 1:
+            # The replicas start equal (same seed); dropout and crop augmentation then differ per process.
+            seed_everything(cfg.train.seed + distributed.rank())
+        self.builder = build_examples(self.model, cfg.data)
+        self.augment = CropAugment(cfg.train.crop_augment)
+        train_posts = read_posts(cfg, "train")
+        if cfg.train.max_train_posts > 0:
+            train_posts = train_posts[: cfg.train.max_train_posts]
+        self.generator = torch.Generator().manual_seed(cfg.train.seed)
+        self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator, self.augment)
+        self.dev_posts = read_posts(cfg, "dev")
+        self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
+        self._replica, self._replica_params = None, None
+        self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
+        self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
+        if resume_state is not None:
+            self._restore(resume_state)
+
+    @classmethod
+    def start(cls, cfg: Config, out: str | Path) -> "Run":
+        out = Path(out)
+        if (out / "metrics.jsonl").exists():
+            raise ValueError(f"{out} already holds a run; continue it with --resume {out} or choose another --out")
+        cfg = prepare_config(cfg)
+        distributed.barrier()  # every process has checked `out` before the first one writes there
+        if distributed.is_main():
+            out.mkdir(parents=True, exist_ok=True)
+            cfg.save(out / "config.yaml")
+            meta = {"git_commit": git_commit(), "versions": checkpoint.library_versions(), "seed": cfg.train.seed,
+                    "processes": distributed.world_size(), "dataset_files": file_hashes(cfg),
+                    "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            (out / "meta.json").write_text(json.dumps(meta, indent=2))
+        return cls(cfg, out)
+
+    @classmethod
+    def resume(cls, out: str | Path) -> "Run":
+        out = Path(out)
+        cfg = load_config(out / "config.yaml")
+        return cls(cfg, out, checkpoint.load_training_state(out / "last"))
+
+    def _restore(self, state: dict) -> None:
+        weights = checkpoint.from_pretrained(self.out / "last", self.device).state_dict()
+        self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        rngs = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
+        if len(rngs) != self.world:
+            raise ValueError(f"{self.out} was trained by {len(rngs)} process(es); resume it with as many "
+                             f"(mqspn train --nproc {len(rngs)}, or torchrun), not {self.world}")
+        set_rng_state(rngs[distributed.rank()])
+        self.epoch, self.best = state["epoch"], state["best"]
+        distributed.barrier()  # every process has read the run before the first one rewrites metrics.jsonl
+        if not distributed.is_main():
+            return
+        # Epoch lines written after the saved state (a kill between the two writes) are dropped.
+        lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
+        (self.out / "metrics.jsonl").write_text("".join(l + "\n" for l in lines[: self.epoch]))
+
+    def frozen_at(self, epoch: int) -> bool:
+        f = self.cfg.train.freeze_epochs
+        return f < 0 or epoch < f
+
+    def replica(self):
+        """The module a training step runs: the model, or under several processes its DDP wrapper, rebuilt
+        when the set of trained parameters changes (DDP only averages what trained when it was built)."""
+        if self.world == 1:
+            return self.model
+        trained = tuple(name for name, p in self.model.named_parameters() if p.requires_grad)
+        if trained != self._replica_params:
+            # Parameters a batch does not reach (no regions, no entities) vary from step to step; PyTorch
+            # warns once when the first step happens to reach them all.
+            self._replica = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True)
+            self._replica_params = trained
+        return self._replica
+
+    def run(self) -> dict:
+        main = distributed.is_main()
+        progress = self.cfg.train.progress and main
+        for epoch in range(self.epoch, self.cfg.train.epochs):
+            start = time.time()
+            frozen = self.frozen_at(epoch)
+            self.model.set_encoders_frozen(frozen, self.cfg.train.finetune_layers)
+            # A frozen pretrained vision encoder is cached per crop: it must see the crops themselves.
+            self.augment.active = self.cfg.train.crop_augment and not (frozen and "vision" in self.model.pretrained_encoders())
+            if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
+                self.train_loader.sampler.set_epoch(epoch)
+            losses = train_one_epoch(self.replica(), self.criterion, self.train_loader, self.optimizer, self.scheduler,
+                                     self.cfg.train.clip_norm, self.device, epoch, progress)
+            losses = distributed.mean(losses)
+            dev = score(self.dev_posts, gathered_predictions(self.model, self.dev_loader, self.cfg, self.device, "dev"))
+            improved = dev["gmner"]["f1"] > self.best["gmner_f1"]
+            if improved:
+                self.best = {"epoch": epoch + 1, "gmner_f1": dev["gmner"]["f1"]}
+                if main:
+                    checkpoint.save_pretrained(self.model, self.out / "best", self.cfg, card=self._card(dev))
+            record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
+                      **{f"dev_{task}_{m}": dev[task][m] for task in ("gmner", "mner", "eeg") for m in ("precision", "recall", "f1")},
+                      "best_epoch": self.best["epoch"], "seconds": round(time.time() - start, 1)}
+            self.epoch = epoch + 1
+            rngs = distributed.gather(rng_state())
+            if not main:
+                continue
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "generator": self.generator.get_state(), "rng": rngs if self.world > 1 else rngs[0],
+                     "epoch": self.epoch, "best": self.best}
+            checkpoint.save_pretrained(self.model, self.out / "last", self.cfg, card=self._card(dev), training_state=state)
+            if progress:
+                print(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {losses['loss']:.4f}  dev GMNER F1 "
+                      f"{dev['gmner']['f1']:.2f}  MNER {dev['mner']['f1']:.2f}  EEG {dev['eeg']['f1']:.2f}"
+                      f"{'  (best)' if improved else ''}  {record['seconds']}s", flush=True)
+        return self.test()
+
+    def _card(self, dev: dict) -> dict:
+        return {"dataset": self.cfg.data.root, "training": dataclasses.asdict(self.cfg.train),
+                "dev scores (this checkpoint)": {t: dev[t]["f1"] for t in ("gmner", "mner", "eeg")}}
+
+    def test(self) -> dict:
+        """Score the test split once, with the best-dev checkpoint."""
+        distributed.barrier()  # the first process has written best/
+        best = checkpoint.from_pretrained(self.out / "best", self.device)
+        test_posts = read_posts(self.cfg, "test")
+        test_loader = loader(shard(test_posts), self.builder, self.cfg.train.eval_batch_size, False)
+        preds = gathered_predictions(best, test_loader, self.cfg, self.device, "test")
+        result = {"best_epoch": self.best["epoch"], "dev_gmner_f1": self.best["gmner_f1"], **score(test_posts, preds)}
+        if distributed.is_main():
+            write_predictions(self.out / "test_predictions.jsonl", ((p.id, preds.get(p.id, [])) for p in test_posts))
+            (self.out / "test_metrics.json").write_text(json.dumps(result, indent=2))
+        return result
+
+
+def train_seeds(cfg: Config, out: str | Path, seeds: list[int]) -> dict:
+    """One run per seed under `out/seed-<s>`; `out/summary.json` holds mean and std of the test scores."""
+    if not seeds:
+        raise ValueError("no seeds given")
+    out = Path(out)
+    results = {}
+    for seed in seeds:
+        run_dir = out / f"seed-{seed}"
+        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        run = Run.resume(run_dir) if (run_dir / "last" / checkpoint.TRAINING_STATE).exists() else Run.start(seeded, run_dir)
+        results[seed] = run.run()
+    summary: dict = {"seeds": seeds}
+    for task in ("gmner", "mner", "eeg"):
+        summary[task] = {}
+        for m in ("precision", "recall", "f1"):
+            values = np.array([results[s][task][m] for s in seeds])
+            summary[task][m] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                                "values": values.tolist()}
+    if distributed.is_main():
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def train(cfg: Optional[Config], out: str | Path, resume: bool = False, seeds: Optional[list[int]] = None) -> dict:
+    """The `mqspn train` job, in this process or in each process of a group (`distributed.launch`):
+    continue the run in `out`, or one run per seed (-> summary), or one run (-> test scores)."""
+    if resume:
+        return Run.resume(out).run()
+    if seeds:
+        return train_seeds(cfg, out, seeds)
+    return Run.start(cfg, out).run()
+
+
+def launch_train(nproc: int, cfg: Optional[Config], out: str | Path, resume: bool = False,
+                 seeds: Optional[list[int]] = None) -> dict:
+    """`train` in `nproc` local data-parallel processes (1: this process, or torchrun's group when
+    launched by torchrun); -> what `train` returns, read back from the run directory."""
+    if nproc == 1:
+        distributed.init_from_env()
+        return train(cfg, out, resume, seeds)
+    distributed.launch(train, nproc, cfg, out, resume, seeds)
+    return json.loads((Path(out) / ("summary.json" if seeds and not resume else "test_metrics.json")).read_text())
