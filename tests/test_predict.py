@@ -173,6 +173,20 @@ def test_cli_reads_a_per_image_boxes_file_by_the_image_name(model_dir, picture, 
     assert code == 0, err
 
 
+def test_cli_set_overrides_the_saved_decoding_and_only_decoding(model_dir, picture, tmp_path, capsys):
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps(BOXES))
+    args = ["--model", str(model_dir), "--text", "Jordan scored in Paris", "--image", str(picture), "--boxes", str(boxes)]
+    code, out, err = run_cli(capsys, *args)
+    entities = json.loads(out)["entities"]
+    assert code == 0 and entities, err
+    above = max(e["score"] for e in entities) + 1e-3
+    code, out, err = run_cli(capsys, *args, "--set", f"decode.entity_threshold={above}")
+    assert code == 0 and json.loads(out)["entities"] == [], err
+    code, out, err = run_cli(capsys, *args, "--set", "model.hidden_size=8")
+    assert code == 2 and "key must be <section>.<name> with section one of decode" in err
+
+
 @pytest.mark.parametrize("case", ["missing-image", "empty-text", "no-proposals", "two-proposal-sources", "no-model"])
 def test_cli_input_errors_are_one_line_and_exit_code_2(model_dir, picture, tmp_path, capsys, case):
     boxes = tmp_path / "boxes.json"
