@@ -180,6 +180,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self, "train")
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name}={getattr(self, name)}: expected at least 1")
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
                              "to keep the encoders frozen use train.freeze_epochs=-1")

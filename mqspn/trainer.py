@@ -27,6 +27,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
 
 from mqspn import checkpoint, distributed
 from mqspn.batching import PostDataset, collate
@@ -145,8 +146,10 @@ class Run:
             train_posts = train_posts[: cfg.train.max_train_posts]
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator, self.augment)
-        self.dev_posts = read_posts(cfg, "dev")
+        self.dev_posts, self.test_posts = read_posts(cfg, "dev"), read_posts(cfg, "test")
         self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
+        self.test_loader = loader(shard(self.test_posts), self.builder, cfg.train.eval_batch_size, False)
+        self._build_examples()
         self._replica, self._replica_params = None, None
         self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.train)
@@ -154,6 +157,21 @@ class Run:
         self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
         if resume_state is not None:
             self._restore(resume_state)
+
+    def _build_examples(self) -> None:
+        """Every example of the three splits, before epoch 1: a bad image, proposal file, entity type or
+        over-long post in any split fails now, not after the last epoch. Examples are memoised, so this
+        moves the work, it does not add any."""
+        splits = {"train": self.train_loader, "dev": self.dev_loader, "test": self.test_loader}
+        progress = self.cfg.train.progress and distributed.is_main()
+        for split, split_loader in splits.items():
+            dataset = split_loader.dataset
+            for i in tqdm(range(len(dataset)), desc=f"{split} examples", unit="post", leave=False, disable=not progress):
+                try:
+                    dataset[i]
+                except (ValueError, FileNotFoundError) as err:
+                    raise type(err)(f"{split} split: {err} (`mqspn data check` lists every problem of a dataset "
+                                    "at once)") from None
 
     @classmethod
     def start(cls, cfg: Config, out: str | Path) -> "Run":
@@ -262,9 +280,8 @@ class Run:
         """Score the test split once, with the best-dev checkpoint."""
         distributed.barrier()  # the first process has written best/
         best = checkpoint.from_pretrained(self.out / "best", self.device)
-        test_posts = read_posts(self.cfg, "test")
-        test_loader = loader(shard(test_posts), self.builder, self.cfg.train.eval_batch_size, False)
-        preds = gathered_predictions(best, test_loader, self.cfg, self.device, "test")
+        test_posts = self.test_posts
+        preds = gathered_predictions(best, self.test_loader, self.cfg, self.device, "test")
         result = {"best_epoch": self.best["epoch"], "dev_gmner_f1": self.best["gmner_f1"], **score(test_posts, preds)}
         if distributed.is_main():
             write_predictions(self.out / "test_predictions.jsonl", ((p.id, preds.get(p.id, [])) for p in test_posts))

@@ -207,3 +207,21 @@ def test_cli_input_errors_are_one_line_and_exit_code_2(model_dir, picture, tmp_p
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and out == ""
     assert err.startswith("mqspn predict: error: ") and expected in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--text", " "], "empty text"),
+    (["--data", "somewhere"], "--data needs --out"),
+    (["--text", "Jordan", "--data", "somewhere", "--out", "x.jsonl"], "give either --text"),
+    (["--text", "Jordan", "--boxes", "b.json", "--proposer", "selective-search", "--image", "x.jpg"], "only one of"),
+    (["--text", "Jordan", "--draw", "out.png"], "--draw needs --image"),
+    (["--text", "Jordan", "--image", "gone.jpg", "--boxes", "b.json"], "gone.jpg not found (--image)"),
+    (["--text", "Jordan", "--set", "decode.entity_threshold=2"], "decode.entity_threshold=2"),
+])
+def test_argument_errors_come_before_the_model_is_loaded(args, expected, monkeypatch, capsys):
+    def no_load(*a, **k):
+        raise AssertionError("the model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(Predictor, "from_pretrained", no_load)
+    code, out, err = run_cli(capsys, "--model", "unused", *args)
+    assert code == 2 and expected in err, err

@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import shutil
 
 import pytest
 import torch
 
 from helpers_model import hand_batch, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
 from mqspn import trainer
+from mqspn.config import TrainConfig
 from mqspn.data.datasets import read_split
 from mqspn.engine import NonFiniteLossError, train_one_epoch
 from mqspn.metric import score
@@ -116,3 +118,39 @@ def test_short_training_clearly_beats_the_text_only_baseline(synth, tmp_path):
     assert result["mner"]["f1"] == text_only["mner"]["f1"] > 25
     assert sum(e.box is not None for ents in predictions.values() for e in ents) > 20
     assert result["gmner"]["f1"] > text_only["gmner"]["f1"] + MARGIN, (result["gmner"], text_only["gmner"])
+
+
+@pytest.mark.parametrize("damage", ["unreadable-test-image", "unknown-test-type", "missing-dev-proposals"])
+def test_a_bad_dev_or_test_split_fails_before_the_first_epoch(synth, tmp_path, damage):
+    data = tmp_path / "data"
+    shutil.copytree(synth, data)
+    test_txt = data / "txt" / "test.txt"
+    first_test_id = test_txt.read_text().split("\n", 1)[0].removeprefix("IMGID:")
+    first_dev_id = (data / "txt" / "dev.txt").read_text().split("\n", 1)[0].removeprefix("IMGID:")
+    if damage == "unreadable-test-image":
+        (data / "images" / f"{first_test_id}.jpg").write_bytes(b"not a jpeg")
+        expected = rf"test split: image .*{first_test_id}\.jpg cannot be read"
+    elif damage == "unknown-test-type":
+        lines = test_txt.read_text().split("\n")
+        first = next(i for i, line in enumerate(lines) if "\tB-" in line)
+        word, tag = lines[first].split("\t")
+        lines[first] = f"{word}\tB-FOO"
+        for i in range(first + 1, len(lines)):  # the entity's I- lines follow it
+            if not lines[i].endswith("\tI-" + tag[2:]):
+                break
+            lines[i] = lines[i].rsplit("\t", 1)[0] + "\tI-FOO"
+        test_txt.write_text("\n".join(lines))
+        expected = r"test split: post \S+: entity type\(s\) \['FOO'\] not among the model's types"
+    else:
+        (data / "proposals" / f"{first_dev_id}.jpg.npz").unlink()
+        expected = rf"dev split: .*{first_dev_id}\.jpg\.npz"
+    cfg = tiny_run_config(data, epochs=1)
+    with pytest.raises((ValueError, FileNotFoundError), match=expected):
+        Run.start(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()  # no epoch ran
+
+
+@pytest.mark.parametrize("key", ["epochs", "batch_size", "eval_batch_size"])
+def test_non_positive_epochs_and_batch_sizes_are_refused_by_name(key):
+    with pytest.raises(ValueError, match=rf"train.{key}=0: expected at least 1"):
+        TrainConfig(**{key: 0})

@@ -38,15 +38,36 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse wrong argument combinations before the model is loaded (which takes seconds)."""
     if (args.text is None) == (args.data is None):
         raise ValueError("give either --text (one post) or --data with --split and --out (a whole split)")
-    from mqspn.config import apply_override
-    from mqspn.predictor import Predictor
+    if args.data is not None and not args.out:
+        raise ValueError("--data needs --out FILE.jsonl for the predictions")
+    if args.text is None:
+        return
+    if not args.text.split():
+        raise ValueError("empty text: nothing to predict (--text)")
+    if sum(bool(x) for x in (args.proposals, args.boxes, args.proposer)) > 1:
+        raise ValueError("give only one of --proposals, --boxes and --proposer")
+    for flag, value in (("--boxes", args.boxes), ("--proposer", args.proposer), ("--draw", args.draw)):
+        if value and not args.image:
+            raise ValueError(f"{flag} needs --image")
+    for flag, value in (("--image", args.image), ("--proposals", args.proposals), ("--boxes", args.boxes)):
+        if value and not Path(value).is_file():
+            raise FileNotFoundError(f"{value} not found ({flag})")
 
+
+def run(args: argparse.Namespace) -> int:
+    from mqspn.config import DecodeConfig, apply_override
+
+    check_arguments(args)
     raw: dict = {}
     for item in args.overrides:
         apply_override(raw, item, sections=("decode",))
+    DecodeConfig(**raw.get("decode", {}))  # each value checked now, before the model loads
+    from mqspn.predictor import Predictor
+
     predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"))
     return predict_one(predictor, args) if args.text is not None else predict_split(predictor, args)
 
@@ -58,8 +79,6 @@ def predict_one(predictor, args: argparse.Namespace) -> int:
     from mqspn.proposals import BoxesJson, SelectiveSearch
 
     given = [x for x in (args.proposals, args.boxes, args.proposer) if x]
-    if len(given) > 1:
-        raise ValueError("give only one of --proposals, --boxes and --proposer")
     if predictor.mode != "none" and args.image and not given:
         raise ValueError("no candidate regions: give --proposals FILE.npz, --boxes FILE.json or "
                          "--proposer selective-search (pip install opencv-contrib-python-headless)")
@@ -67,20 +86,14 @@ def predict_one(predictor, args: argparse.Namespace) -> int:
     top_k = predictor.top_k
     proposals = args.proposals  # the .npz path; the predictor reads it
     if args.boxes:
-        if image is None:
-            raise ValueError("--boxes needs --image")
         # A per-image boxes file is looked up by the image's file name.
         proposals = BoxesJson(args.boxes, top_k).regions(Path(args.image).name)
     elif args.proposer:
-        if image is None:
-            raise ValueError("--proposer needs --image")
         proposals = SelectiveSearch(None, top_k).propose(image)
     post = predictor.predict(args.text, image=image, proposals=proposals)
     print(json.dumps({"words": post.words, "entities": [
         {"text": e.text(post.words), **entity_to_json(e)} for e in post.entities]}, indent=2))
     if args.draw:
-        if image is None:
-            raise ValueError("--draw needs --image")
         print(f"drew {draw_entities(image, post, args.draw)}", file=sys.stderr)
     return 0
 
@@ -92,8 +105,6 @@ def predict_split(predictor, args: argparse.Namespace) -> int:
     from mqspn.data.datasets import read_split
     from mqspn.predictions import write_predictions
 
-    if not args.out:
-        raise ValueError("--data needs --out FILE.jsonl for the predictions")
     # The model's own dataset layout (folder names, format, top-k), rooted at --data; flags replace parts.
     flags = {"format": args.format, "granularity": args.granularity,
              **{key: os.path.abspath(value) for key, value in (("images", args.images), ("proposals", args.proposals_dir))
