@@ -11,9 +11,10 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mqspn.boxes import IOU_THRESHOLD, iou_matrix
+from mqspn.images import load_image
 from mqspn.model.word_hash import word_hashes
 from mqspn.model.word_shape import word_shapes
 from mqspn.types import Post, Region
@@ -30,20 +31,6 @@ class Example:
     crops: Optional[torch.Tensor]  # uint8 [k, 3, S, S] (vision_encoder cnn/clip)
     features: Optional[torch.Tensor]  # float [k, D] (vision_encoder features)
     target: dict[str, torch.Tensor]  # types/starts/ends [m], regions [m, k+1]
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open an image as RGB, with an error that names the file and the problem."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"image {path} not found. Download the dataset's images (see the README, 'Reproducing the paper'), "
-            "or train text-only with data.regions=none"
-        )
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"image {path} cannot be read ({err}); re-download or replace it") from None
 
 
 def crop_regions(image: Image.Image, regions: Sequence[Region], size: int) -> torch.Tensor:

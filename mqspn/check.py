@@ -32,6 +32,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mqspn.data.datasets import SPLITS, UnmatchedObject, read_split, split_file
+from mqspn.images import DECODE_ERRORS
 from mqspn.proposals import PROPOSALS_HELP, read_vinvl
 from mqspn.stats import format_table, proposal_stats, split_stats
 from mqspn.types import Post, Region
@@ -50,9 +51,6 @@ PROBLEMS = {
     "unmatched_xml": "unmatched xml names",
     "size_mismatch": "size mismatches",
 }
-
-# PIL's errors for a file that is not a decodable image (SyntaxError: some broken PNG/GIF headers).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -144,7 +142,7 @@ def decode_image(path: Path) -> tuple[int, int]:
                 # At 1/8 scale a JPEG's whole scan is still parsed, at a fraction of the cost; others ignore it.
                 image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise ValueError(f"{path}: cannot be decoded ({err})") from None
     return size
 

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from mqspn import checkpoint
-from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
+from mqspn.batching import ExampleBuilder, PostDataset, collate
 from mqspn.engine import predict_batches
+from mqspn.images import load_image
 from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
-from mqspn.types import Entity, Post, Region, as_box
+from mqspn.types import Entity, Post, Region, as_box, text_words
 
 ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
 
@@ -29,14 +30,17 @@ def region_mode(vision_encoder: str) -> str:
 class Predictor:
     """A trained MQSPN model ready for inference (eval mode, no gradient)."""
 
-    def __init__(self, model, device: Optional[str] = None) -> None:
+    def __init__(self, model, device: Optional[str] = None, training_data: Optional[dict] = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.mode = region_mode(model.config.vision_encoder)
+        #: What the model was trained on (`checkpoint.training_data`: root, synthetic), None when unknown.
+        self.training_data = training_data
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None) -> "Predictor":
-        return cls(checkpoint.from_pretrained(directory), device)
+    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, verify: bool = True) -> "Predictor":
+        """`verify=False` loads weights that differ from their recorded checksum (edited on purpose)."""
+        return cls(checkpoint.from_pretrained(directory, verify=verify), device, checkpoint.read_training_data(directory))
 
     @property
     def types(self) -> list[str]:
@@ -72,9 +76,7 @@ class Predictor:
 
         Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
         """
-        words = text.split() if isinstance(text, str) else list(text)
-        if not words:
-            raise ValueError("empty text: nothing to predict")
+        words = text_words(text)
         name = Path(image).name if isinstance(image, (str, Path)) else f"{post_id}.jpg"
         post = Post(post_id, words, [], image=name)
         regions: list[Region] = []

@@ -24,6 +24,24 @@ def as_box(values: Sequence[float], where: str = "box") -> Box:
     return (x1, y1, x2, y2)
 
 
+def text_words(text: object) -> list[str]:
+    """The words of a post given as a string (split on white space) or a word list; `ValueError` for
+    anything a dataset file could not hold: no words, an empty word, a word with white space, a non-string."""
+    if isinstance(text, str):
+        words = text.split()
+    elif isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
+        words = list(text)
+        bad = [w for w in words if not w or w != "".join(w.split())]
+        if bad:
+            raise ValueError(f"word {bad[0]!r}: a word must be non-empty and without white space "
+                             "(give the text as one string to split it on white space)")
+    else:
+        raise ValueError(f"text must be a string or a list of word strings, got {type(text).__name__}")
+    if not words:
+        raise ValueError("empty text: nothing to predict")
+    return words
+
+
 @dataclass
 class Entity:
     """A named entity mention: words `start..end` (inclusive) of a post, its type and its image boxes.

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def predict_one(predictor, args: argparse.Namespace) -> int:
-    from mqspn.batching import load_image
+    from mqspn.images import load_image
     from mqspn.draw import draw_entities
     from mqspn.predictions import entity_to_json
     from mqspn.proposals import BoxesJson, SelectiveSearch
