@@ -16,7 +16,7 @@ from mqspn import checkpoint
 from mqspn.batching import ExampleBuilder, PostDataset, collate
 from mqspn.engine import predict_batches
 from mqspn.images import load_image
-from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
+from mqspn.proposals import BoxesJson, ProposalSource, check_fit, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box, text_words
 
 ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
@@ -49,7 +49,7 @@ class Predictor:
     def builder(self, proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None) -> ExampleBuilder:
         cfg = self.model.config
         return ExampleBuilder(self.model.text_encoder.tokenize, cfg.types, self.mode, self.model.crop_size,
-                              proposals, image_dir)
+                              proposals, image_dir, truncate=True)  # one long post never stops a split
 
     def _regions(self, proposals: ProposalsArg, image_name: str) -> list[Region]:
         k = self.model.config.top_k
@@ -87,6 +87,8 @@ class Predictor:
                     raise ValueError("this model encodes region crops: give the post's image")
                 pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
             regions = self._regions(proposals, name)
+            if pil is not None:
+                check_fit(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
         example = self.builder().build(post, regions=regions, image=pil)
         post.entities = predict_batches(self.model, [collate([example])], self.device, progress=False)[post_id]
         return post

@@ -80,7 +80,7 @@ def build_builder(cfg: Config, model: MQSPN) -> ExampleBuilder:
                                     "download the VinVL proposals or train text-only with data.regions=none")
         proposals = VinvlProposals(folder, model.config.top_k, with_features=mode == "features")
     return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size,
-                          proposals, resolve(cfg.data.root, cfg.data.images))
+                          proposals, resolve(cfg.data.root, cfg.data.images), cfg.data.truncate)
 
 
 def read_posts(cfg: Config, split: str):

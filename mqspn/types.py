@@ -96,10 +96,22 @@ class Post:
     entities: list[Entity] = field(default_factory=list)
     image: Optional[str] = None
     image_size: Optional[tuple[int, int]] = None  # (width, height) from the xml, when known
+    # Where the post was read (set by the dataset readers), so that errors met later name the file and line.
+    source: Optional[str] = field(default=None, compare=False, repr=False)
+    line: Optional[int] = field(default=None, compare=False, repr=False)  # the IMGID header's line
 
     def __post_init__(self) -> None:
         if self.image is None:
             self.image = f"{self.id}.jpg"
+
+    @property
+    def where(self) -> str:
+        """`<file>:<line>: post <id>` for a post read from a file, else `post <id>`."""
+        return f"{self.source}:{self.line}: post {self.id}" if self.source else f"post {self.id}"
+
+    def entity_where(self, entity: Entity) -> str:
+        """`<file>:<line>` of the entity's first word (word lines follow the header), else `post <id>`."""
+        return f"{self.source}:{self.line + 1 + entity.start}" if self.source else f"post {self.id}"
 
     def __str__(self) -> str:
         ents = ", ".join(

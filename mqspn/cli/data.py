@@ -14,7 +14,7 @@ import json
 import os
 
 from mqspn.check import REGION_MODES, check_dataset, format_report
-from mqspn.data.datasets import FORMATS, GRANULARITIES
+from mqspn.data.datasets import FORMATS, GMNER_TYPES, GRANULARITIES
 from mqspn.stats import dataset_stats, format_table
 
 
@@ -116,7 +116,19 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_dataset(
         data.root, data.format, data.granularity, resolve(data.root, data.xml_dir), resolve(data.root, data.images),
         resolve(data.root, data.proposals), args.top_k or cfg.model.top_k, data.regions, cfg.model.feature_dim,
-        progress=not args.no_progress,
+        progress=not args.no_progress, truncate=data.truncate, **model_checks(cfg if args.config else None, data.format),
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1
+
+
+def model_checks(cfg, format: str) -> dict:
+    """What the model a config trains imposes on the text: its entity types (empty: the train split's) and
+    its text encoder's sub-word limit. Without a config: the Twitter-GMNER types for a gmner dataset."""
+    if cfg is None:
+        return {"types": list(GMNER_TYPES) if format == "gmner" else None}
+    from mqspn.model.text_encoder import TextEncoder
+
+    # The architecture only (no weights are read): the tokenizer and the position limit are all that is needed.
+    encoder = TextEncoder.build(cfg.model.text_encoder, cfg.model.tiny_text_hidden, pretrained=False)
+    return {"types": cfg.model.types or None, "tokenize": encoder.tokenize}

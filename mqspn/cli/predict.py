@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="built-in proposer when there is no proposal file (needs opencv-contrib-python-headless)")
     one.add_argument("--draw", help="write the image with the predicted boxes and labels to this PNG")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load weights that differ from the checksums saved with them (edited on purpose)")
     p.set_defaults(func=run)
 
 
@@ -40,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("give either --text (one post) or --data with --split and --out (a whole split)")
     from mqspn.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(args.model)
+    predictor = Predictor.from_pretrained(args.model, verify=not args.no_verify)
+    if (predictor.training_data or {}).get("synthetic"):
+        print(f"mqspn predict: note: {args.model} was trained on the synthetic benchmark "
+              f"({predictor.training_data['root']}); on real posts its answers mean little. For real posts use "
+              "a model trained on real data (the twitter-gmner.yaml recipe on Twitter-GMNER v2.0)", file=sys.stderr)
     return predict_one(predictor, args) if args.text is not None else predict_split(predictor, args)
 
 
