@@ -18,7 +18,7 @@ from mqspn.data.datasets import type_problem
 from mqspn.images import load_image
 from mqspn.model.word_hash import word_hashes
 from mqspn.model.word_shape import word_shapes
-from mqspn.proposals import check_fit
+from mqspn.proposals import fit_regions
 from mqspn.truncation import cut_post
 from mqspn.types import Post, Region
 
@@ -97,7 +97,7 @@ class ExampleBuilder:
                     raise ValueError(f"post {post.id}: no image folder (data.images) to crop its regions from")
                 image = load_image(self.image_dir / post.image)
                 if self.proposals is not None:
-                    check_fit(self.proposals, post.image, regions, image.size, str(self.image_dir / post.image))
+                    regions = fit_regions(self.proposals, post.image, regions, image.size, str(self.image_dir / post.image))
             crops = crop_regions(image, regions, self.crop_size)
         elif self.mode == "features":
             missing = [i for i, r in enumerate(regions) if r.features is None]

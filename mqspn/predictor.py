@@ -16,7 +16,7 @@ from mqspn import checkpoint
 from mqspn.batching import ExampleBuilder, PostDataset, collate
 from mqspn.engine import predict_batches
 from mqspn.images import load_image
-from mqspn.proposals import BoxesJson, ProposalSource, check_fit, read_vinvl
+from mqspn.proposals import BoxesJson, ProposalSource, fit_regions, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box, text_words
 
 ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
@@ -88,7 +88,7 @@ class Predictor:
                 pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
             regions = self._regions(proposals, name)
             if pil is not None:
-                check_fit(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
+                regions = fit_regions(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
         example = self.builder().build(post, regions=regions, image=pil)
         post.entities = predict_batches(self.model, [collate([example])], self.device, progress=False)[post_id]
         return post

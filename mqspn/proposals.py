@@ -230,11 +230,12 @@ def check_size_fit(proposal_size: Optional[tuple[int, int]], image_size: tuple[i
                          "proposals made for it")
 
 
-def check_fit(proposals: Any, image_name: str, regions: list[Region], image_size: tuple[int, int],
-              image: str) -> None:
-    """Check the `regions` of `proposals` (a `ProposalSource`, a file path, or a list of boxes) against the
-    image they are used with: a size mismatch is a `ValueError` naming both files (`check_size_fit`); no box,
-    or no box overlapping the image, is a `ProposalWarning` (every entity of the post can only be None)."""
+def fit_regions(proposals: Any, image_name: str, regions: list[Region], image_size: tuple[int, int],
+                image: str) -> list[Region]:
+    """The `regions` of `proposals` (a `ProposalSource`, a file path, or a list of boxes) that overlap the
+    image they are used with. A size mismatch is a `ValueError` naming both files (`check_size_fit`). Boxes
+    entirely outside the image are dropped (no entity can be there); when none is left, or there was none,
+    a `ProposalWarning` names the file: every entity of the post can only be None."""
     size, where = None, "the given boxes"
     if isinstance(proposals, VinvlProposals):
         size, where = proposals.image_size(image_name), str(proposals.path_for(image_name))
@@ -252,6 +253,7 @@ def check_fit(proposals: Any, image_name: str, regions: list[Region], image_size
         found = "has no box" if not regions else f"has no box inside the {width}x{height} image"
         warnings.warn(f"{where} {found} for {image}: every entity of this post is predicted ungroundable (None)",
                       ProposalWarning, stacklevel=2)
+    return inside
 
 
 # ----------------------------------------------------------------------------------------- boxes JSON
