@@ -149,3 +149,14 @@ def test_training_data_is_recorded_in_config_and_card(tmp_path):
     assert Predictor.from_pretrained(directory, "cpu").training_data == {"root": str(synth), "synthetic": True}
     assert checkpoint.training_data(tmp_path)["synthetic"] is False
     assert Predictor.from_pretrained(save_pretrained(tiny_model(), tmp_path / "n"), "cpu").training_data is None
+
+
+def test_resuming_from_a_state_without_the_needed_keys_names_the_file_and_keys(tmp_path):
+    from mqspn.config import Config
+    from mqspn.trainer import Run
+
+    Config().save(tmp_path / "config.yaml")
+    save_pretrained(tiny_model(), tmp_path / "last", training_state={"epoch": 1})
+    with pytest.raises(ValueError, match=r"last/training_state.json lacks the key\(s\) \['optimizer', 'scheduler', "
+                                         r"'generator', 'rng', 'best'\]"):
+        Run.resume(tmp_path)
