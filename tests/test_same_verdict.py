@@ -46,12 +46,18 @@ def test_an_unknown_type_is_fatal_in_data_check_with_and_without_a_config(tmp_pa
     assert code == 1 and f"{train_txt}:8: post foo1: entity type 'FOO'" in out
 
 
+def train_on(tmp_path, post: str, name: str = "run", **data) -> dict:
+    """Train the tiny text-only model one epoch on a train split of a good post and `post`."""
+    root = tmp_path / "d"
+    if not root.exists():
+        write_dataset(root, {"train": GOOD.format(id="a") + post})
+    return Run.start(load_config(text_only_config(tmp_path / f"{name}.yaml", root, **data)), tmp_path / name).run()
+
+
 def test_training_refuses_an_unknown_type_naming_file_and_line(tmp_path):
-    root = write_dataset(tmp_path / "d", {"train": GOOD.format(id="a") + FOO})
-    cfg = load_config(text_only_config(tmp_path / "c.yaml", root))
-    with pytest.raises(ValueError, match=rf"{root / 'txt' / 'train.txt'}:8: post foo1: entity type 'FOO' is not "
-                                         r"among the model's types \(PER, LOC, ORG, OTHER\)"):
-        Run.start(cfg, tmp_path / "run").run()
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'd' / 'txt' / 'train.txt'}:8: post foo1: entity type 'FOO' "
+                                         r"is not among the model's types \(PER, LOC, ORG, OTHER\)"):
+        train_on(tmp_path, FOO)
 
 
 def test_evaluate_refuses_an_unknown_gold_type_instead_of_scoring_a_row_for_it(tmp_path, capsys):
@@ -79,15 +85,12 @@ def test_data_check_with_a_config_reports_posts_past_the_encoder_limit(tmp_path,
 
 
 def test_training_refuses_a_long_post_naming_file_and_line_unless_told_to_truncate(tmp_path):
-    root = write_dataset(tmp_path / "d", {"train": GOOD.format(id="a") + LONG})
-    cfg = load_config(text_only_config(tmp_path / "c.yaml", root))
-    with pytest.raises(ValueError, match=rf"{root / 'txt' / 'train.txt'}:7: post long1: 602 sub-words exceed .*"
-                                         r"data.truncate: true"):
-        Run.start(cfg, tmp_path / "run").run()
-    cfg = load_config(text_only_config(tmp_path / "c2.yaml", root, truncate=True))
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'd' / 'txt' / 'train.txt'}:7: post long1: 602 sub-words "
+                                         r"exceed .*data.truncate: true"):
+        train_on(tmp_path, LONG)
     with pytest.warns(TruncationWarning, match=r"post long1: longer than the text encoder's limit; kept the first "
                                                r"510 of 600 words \(90 cut; 1 gold entity past the cut"):
-        Run.start(cfg, tmp_path / "run2").run()
+        train_on(tmp_path, LONG, "cut", truncate=True)
 
 
 def test_predicting_a_split_cuts_a_long_post_with_one_warning_and_writes_every_post(text_model, tmp_path, capsys):
