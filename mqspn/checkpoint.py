@@ -55,7 +55,7 @@ def library_versions() -> dict[str, str]:
 
 
 def current_umask() -> int:
-    umask = os.umask(0o022)  # the only way to read it is to set it
+    umask = os.umask(0o022)  # Python can read the umask only by setting it; set it back at once
     os.umask(umask)
     return umask
 
@@ -91,6 +91,7 @@ def _atomic_dir(target: Path, write) -> None:
 
 
 def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB blocks (weights can be gigabytes)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -116,7 +117,7 @@ def verify_checksums(directory: Path, names: Sequence[str]) -> None:
         sums = json.loads(listing.read_text(encoding="utf-8"))
         if not isinstance(sums, dict):
             raise ValueError("expected an object {file name: sha256}")
-    except (UnicodeDecodeError, ValueError) as err:
+    except ValueError as err:  # JSON and UTF-8 errors alike
         raise ValueError(f"{listing} is damaged ({err}); re-copy the model directory") from None
     for name in names:
         path = directory / name
@@ -141,7 +142,7 @@ def read_training_data(directory: str | Path) -> Optional[dict]:
     path = Path(directory) / "config.json"
     try:
         found = json.loads(path.read_text(encoding="utf-8")).get("training_data")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+    except (OSError, ValueError, AttributeError) as err:  # unreadable, not UTF-8 or JSON, not an object
         raise ValueError(f"{path}: not a valid mqspn model config ({err})") from None
     return found if isinstance(found, dict) else None
 

@@ -52,7 +52,7 @@ def load_state(directory: Path, required: Sequence[str] = ()) -> dict:
             raise FileNotFoundError(f"{needed} is missing: nothing to resume from")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+    except ValueError as err:  # not UTF-8, or not JSON
         raise ValueError(f"{path} is corrupt or truncated: not a JSON training state ({err})") from None
     try:
         tensors = load_file(str(tensor_path))
