@@ -113,3 +113,12 @@ def test_predicting_one_long_post_cuts_it_with_a_warning(text_model):
     with pytest.warns(TruncationWarning, match=r"post input: .*kept the first 510 of 600 words \(90 cut\)"):
         post = predictor.predict(" ".join(["w"] * 600))
     assert len(post.words) == 600 and all(e.end < 510 for e in post.entities)
+
+
+def test_data_check_without_the_configs_text_encoder_checks_the_rest_and_says_so(tmp_path, capsys):
+    root = write_dataset(tmp_path / "d", {"train": GOOD.format(id="a") + FOO})
+    config = text_only_config(tmp_path / "c.yaml", root)
+    config.write_text(config.read_text().replace("text_encoder: tiny", f"text_encoder: {tmp_path / 'no-bert'}"))
+    code, out, err = run_cli(capsys, "data", "check", "--config", str(config), "--no-progress")
+    assert code == 1 and "entity type 'FOO'" in out
+    assert err.startswith("mqspn data: warning: post lengths are not checked: text_encoder=") and "no-bert" in err

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import json
 import os
+import warnings
 
 from mqspn.check import REGION_MODES, check_dataset, format_report
 from mqspn.data.datasets import FORMATS, GMNER_TYPES, GRANULARITIES
@@ -129,6 +130,10 @@ def model_checks(cfg, format: str) -> dict:
         return {"types": list(GMNER_TYPES) if format == "gmner" else None}
     from mqspn.model.text_encoder import TextEncoder
 
-    # The architecture only (no weights are read): the tokenizer and the position limit are all that is needed.
-    encoder = TextEncoder.build(cfg.model.text_encoder, cfg.model.tiny_text_hidden, pretrained=False)
+    try:
+        # The architecture only (no weights are read): the tokenizer and the position limit are all that is needed.
+        encoder = TextEncoder.build(cfg.model.text_encoder, cfg.model.tiny_text_hidden, pretrained=False)
+    except ValueError as err:  # e.g. the encoder is not downloaded yet: the rest of the check still helps
+        warnings.warn(f"post lengths are not checked: {err}")
+        return {"types": cfg.model.types or None}
     return {"types": cfg.model.types or None, "tokenize": encoder.tokenize}
