@@ -11,10 +11,14 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from mqspn.boxes import IOU_THRESHOLD, iou_matrix
+from mqspn.data.datasets import type_problem
+from mqspn.images import load_image
+from mqspn.proposals import fit_regions
 from mqspn.text_features import word_hashes, word_shapes
+from mqspn.truncation import cut_post
 from mqspn.types import Post, Region
 
 
@@ -29,20 +33,6 @@ class Example:
     crops: Optional[torch.Tensor]  # uint8 [k, 3, S, S] (vision_encoder cnn/clip)
     features: Optional[torch.Tensor]  # float [k, D] (vision_encoder features)
     target: dict[str, torch.Tensor]  # types/starts/ends [m], regions [m, k+1]
-
-
-def load_image(path: Path) -> Image.Image:
-    """Open an image as RGB, with an error that names the file and the problem."""
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"image {path} not found. Download the dataset's images (see the README, 'Reproducing the paper'), "
-            "or train text-only with model.vision_encoder=none"
-        )
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"image {path} cannot be read ({err}); re-download or replace it") from None
 
 
 def crop_regions(image: Image.Image, regions: Sequence[Region], size: int) -> torch.Tensor:
@@ -73,23 +63,25 @@ def region_labels(post: Post, regions: Sequence[Region]) -> np.ndarray:
 class ExampleBuilder:
     """Builds `Example`s for one model configuration.
 
-    tokenize(words, where) -> (ids, word_index); proposals: an object with `regions(image_name)`;
-    image_dir: folder of `<image name>` files; mode: crops | features | none.
+    tokenize(words, where, truncate) -> (ids, word_index); proposals: an object with `regions(image_name)`;
+    image_dir: folder of `<image name>` files; mode: crops | features | none; truncate: cut posts past the
+    text encoder's limit (`mqspn.truncation`) instead of refusing them.
     """
 
     def __init__(self, tokenize: Callable, types: Sequence[str], mode: str, crop_size: int = 32,
-                 proposals=None, image_dir: Optional[Path] = None) -> None:
+                 proposals=None, image_dir: Optional[Path] = None, truncate: bool = False) -> None:
         if mode not in ("crops", "features", "none"):
             raise ValueError(f"region mode {mode!r}: expected crops, features or none")
         self.tokenize, self.mode, self.crop_size = tokenize, mode, crop_size
         self.type_index = {t: i for i, t in enumerate(types)}
-        self.proposals, self.image_dir = proposals, image_dir
+        self.proposals, self.image_dir, self.truncate = proposals, image_dir, truncate
 
     def build(self, post: Post, regions: Optional[list[Region]] = None, image: Optional[Image.Image] = None) -> Example:
         """`regions`/`image` override the proposal source and the image folder (single-example inference)."""
         if not post.words:
             raise ValueError(f"post {post.id}: empty text (no words)")
-        ids, word_index = self.tokenize(post.words, f"post {post.id}")
+        ids, word_index = self.tokenize(post.words, post.where, self.truncate)
+        post = cut_post(post, max(word_index) + 1)
         if self.mode == "none":
             regions = []
         elif regions is None:
@@ -103,6 +95,8 @@ class ExampleBuilder:
                 if self.image_dir is None:
                     raise ValueError(f"post {post.id}: no image folder (data.images) to crop its regions from")
                 image = load_image(self.image_dir / post.image)
+                if self.proposals is not None:
+                    regions = fit_regions(self.proposals, post.image, regions, image.size, str(self.image_dir / post.image))
             crops = crop_regions(image, regions, self.crop_size)
         elif self.mode == "features":
             missing = [i for i, r in enumerate(regions) if r.features is None]
@@ -114,9 +108,9 @@ class ExampleBuilder:
                        self.target(post, regions))
 
     def target(self, post: Post, regions: Sequence[Region]) -> dict[str, torch.Tensor]:
-        unknown = sorted({e.type for e in post.entities} - set(self.type_index))
-        if unknown:
-            raise ValueError(f"post {post.id}: entity type(s) {unknown} not among the model's types {list(self.type_index)}")
+        problem = type_problem(post, self.type_index)
+        if problem:
+            raise ValueError(problem)
         return {
             "types": torch.tensor([self.type_index[e.type] for e in post.entities], dtype=torch.int64),
             "starts": torch.tensor([e.start for e in post.entities], dtype=torch.int64),

@@ -79,10 +79,11 @@ def data_folders(data: DataConfig, mode: str) -> tuple[Optional[Path], Optional[
 
 
 def build_examples(model: MQSPN, data: Optional[DataConfig] = None, proposals: Optional[ProposalSource] = None,
-                   images: Optional[Path] = None) -> ExampleBuilder:
+                   images: Optional[Path] = None, truncate: Optional[bool] = None) -> ExampleBuilder:
     """The example builder of `model` for the dataset `data` (its folders; errors when the proposal
     folder that the model's regions need is missing). `proposals` / `images` replace the dataset's own;
-    with neither `data` nor them, examples must be given their regions and image (single posts)."""
+    with neither `data` nor them, examples must be given their regions and image (single posts).
+    `truncate`: cut over-long posts with a warning instead of refusing them (default: `data.truncate`)."""
     mode = model.config.region_mode
     if data is not None:
         image_dir, folder = data_folders(data, mode)
@@ -92,4 +93,7 @@ def build_examples(model: MQSPN, data: Optional[DataConfig] = None, proposals: O
                 raise FileNotFoundError(f"proposal folder {folder} not found (data.proposals); download the VinVL "
                                         "proposals or train text-only with model.vision_encoder=none")
             proposals = VinvlProposals(folder, data.top_k, with_features=mode == "features")
-    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size, proposals, images)
+    if truncate is None:
+        truncate = data is not None and data.truncate
+    return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size, proposals, images,
+                          truncate)

@@ -8,6 +8,11 @@ image and reads its VinVL proposal file, as training will:
   when given); images are checked only when their folder exists, as information;
 - `regions="none"` (text only) needs neither; folders that exist are checked, as information.
 
+The text is checked as training reads it, so that `data check` and `train` give one verdict: entity
+types the model does not know (`types`; None: the types of the train split, as training with an empty
+`model.types` uses) and, given the text encoder's `tokenize`, posts past its sub-word limit (fatal
+unless `truncate`, i.e. `data.truncate: true`, when training cuts them).
+
 Images are checked to their last byte, so truncated downloads are caught: JPEGs (and other formats) are
 decoded, JPEGs at 1/8 scale via `draft`, which still parses the whole scan; PNGs (some `.jpg` tweet images
 are PNGs) are verified, every chunk's CRC, 30x faster than decoding. Decoding relies on PIL's default
@@ -26,13 +31,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from PIL import Image
 from tqdm import tqdm
 
-from mqspn.data.datasets import SPLITS, UnmatchedObject, read_split, split_file
-from mqspn.proposals import PROPOSALS_HELP, read_vinvl
+from mqspn.data.datasets import SPLITS, UnmatchedObject, dataset_types, read_split, split_file, type_problem
+from mqspn.images import DECODE_ERRORS
+from mqspn.proposals import PROPOSALS_HELP, check_size_fit, read_vinvl
 from mqspn.stats import format_table, proposal_stats, split_stats
 from mqspn.types import Post, Region
 
@@ -49,10 +55,10 @@ PROBLEMS = {
     "malformed_proposals": "malformed proposal files",
     "unmatched_xml": "unmatched xml names",
     "size_mismatch": "size mismatches",
+    "proposal_mismatch": "proposals of another image size",
+    "unknown_type": "unknown entity types",
+    "over_long": "posts past the encoder limit",
 }
-
-# PIL's errors for a file that is not a decodable image (SyntaxError: some broken PNG/GIF headers).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 @dataclass
@@ -99,6 +105,8 @@ class CheckReport:
     fatal: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     advice: list[str] = field(default_factory=list)
+    types: Optional[list[str]] = None  # the entity types checked against (None: not checked yet)
+    truncate: bool = False  # over-long posts are cut by training (a warning), not refused
 
     @property
     def ok(self) -> bool:
@@ -144,7 +152,7 @@ def decode_image(path: Path) -> tuple[int, int]:
                 # At 1/8 scale a JPEG's whole scan is still parsed, at a fraction of the cost; others ignore it.
                 image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
-    except _DECODE_ERRORS as err:
+    except DECODE_ERRORS as err:
         raise ValueError(f"{path}: cannot be decoded ({err})") from None
     return size
 
@@ -161,6 +169,9 @@ def check_dataset(
     feature_dim: Optional[int] = None,
     progress: bool = True,
     workers: Optional[int] = None,
+    types: Optional[Sequence[str]] = None,
+    tokenize: Optional[Callable] = None,
+    truncate: bool = False,
 ) -> CheckReport:
     """Check a dataset as `regions` mode training would use it (module docstring) -> `CheckReport`.
 
@@ -175,6 +186,7 @@ def check_dataset(
     report = CheckReport(
         str(root), format, granularity, regions, top_k,
         None if images_dir is None else str(images_dir), None if proposals_dir is None else str(proposals_dir),
+        types=None if types is None else list(types), truncate=truncate,
     )
     need_images, need_proposals = regions == "crops", regions != "none"
     images = _folder(report, "image", images_dir, need_images)
@@ -202,6 +214,12 @@ def check_dataset(
                 problems.append(("missing_proposals", str(err)))
             except ValueError as err:
                 problems.append(("malformed_proposals", str(err)))
+        if sizes.get("image") and sizes.get("proposals"):
+            try:  # what training refuses: the proposals were made for another image size
+                check_size_fit(sizes["proposals"], sizes["image"], str(_file(proposals, f"{post.image}.npz", "proposal")),
+                               str(_file(images, post.image, "image")))
+            except ValueError as err:
+                problems.append(("proposal_mismatch", str(err)))
         known = {source: size for source, size in sizes.items() if size is not None}
         if len(set(known.values())) > 1:
             described = ", ".join(f"{source} {w}x{h}" for source, (w, h) in known.items())
@@ -211,7 +229,7 @@ def check_dataset(
     with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
         for split in SPLITS:
             report.splits[split] = _check_split(
-                report, split, xml_dir, check_post, check_proposals, pool, progress
+                report, split, xml_dir, check_post, check_proposals, pool, progress, tokenize
             )
     _conclude(report, need_images, need_proposals)
     return report
@@ -261,6 +279,7 @@ def _check_split(
     check_proposals: bool,
     pool: ThreadPoolExecutor,
     progress: bool,
+    tokenize: Optional[Callable] = None,
 ) -> SplitCheck:
     result = SplitCheck(str(split_file(report.root, split, report.format)))
     unmatched: list[UnmatchedObject] = []
@@ -271,6 +290,11 @@ def _check_split(
         return result
     for problem in unmatched:
         _count(report, result, "unmatched_xml", str(problem))
+    if report.types is None:  # the train split comes first: its types are what training uses
+        report.types = dataset_types(posts)
+    for post in posts:  # in this thread: a fast tokenizer must not be called from several at once
+        for kind, message in _text_problems(post, report.types, tokenize):
+            _count(report, result, kind, message)
     read: dict[str, list[Region]] = {}
     checked = pool.map(check_post, posts)
     for post, outcome in tqdm(zip(posts, checked), total=len(posts), desc=f"{split} check", unit="post",
@@ -290,6 +314,20 @@ def _check_split(
     return result
 
 
+def _text_problems(post: Post, types: Sequence[str], tokenize: Optional[Callable]) -> list[tuple[str, str]]:
+    """(kind, message) for an entity type outside `types` and, with `tokenize`, a post past the encoder limit."""
+    problems = []
+    unknown = type_problem(post, types)
+    if unknown:
+        problems.append(("unknown_type", unknown))
+    if tokenize is not None:
+        try:
+            tokenize(post.words, post.where)
+        except ValueError as err:
+            problems.append(("over_long", str(err)))
+    return problems
+
+
 def _count(report: CheckReport, split: SplitCheck, kind: str, message: str) -> None:
     split.problems[kind] += 1
     report.problems[kind].add(message)
@@ -305,13 +343,22 @@ def _conclude(report: CheckReport, need_images: bool, need_proposals: bool) -> N
         elif not result.stats["posts"]:
             report.warnings.append(f"{split} split ({result.file}) has no posts")
     needed = {"missing_image": need_images, "unreadable_image": need_images,
-              "missing_proposals": need_proposals, "malformed_proposals": need_proposals}
+              "missing_proposals": need_proposals, "malformed_proposals": need_proposals,
+              "proposal_mismatch": need_images}
     for kind, label in PROBLEMS.items():
         if not count[kind]:
             continue
         if kind == "unmatched_xml":
             report.fatal.append(f"{label}: {count[kind]} xml objects (training reads the xml strictly and stops "
                                 f"at the first)")
+        elif kind == "unknown_type":
+            report.fatal.append(f"{label}: {count[kind]} posts have an entity type outside {report.types} "
+                                "(training stops at the first)")
+        elif kind == "over_long":
+            if report.truncate:
+                report.warnings.append(f"{label}: {count[kind]} posts (data.truncate: training cuts them)")
+            else:
+                report.fatal.append(f"{label}: {count[kind]} posts (training stops at the first)")
         elif kind == "size_mismatch":
             report.warnings.append(f"{label}: {count[kind]} of {posts} posts (boxes may not line up with the image)")
         elif needed[kind]:
@@ -344,6 +391,11 @@ def _conclude(report: CheckReport, need_images: bool, need_proposals: bool) -> N
     if count["unmatched_xml"]:
         advice.append("Rename each listed xml <name> to its entity's words joined by single spaces, exactly as "
                       "in the txt file, or delete the object.")
+    if count["unknown_type"]:
+        advice.append("Fix the listed tags, or list every type in the config's model.types (empty: the train "
+                      "split's types).")
+    if count["over_long"] and not report.truncate:
+        advice.append("Shorten the listed posts, or set data.truncate: true to cut them to the encoder's limit.")
     if count["size_mismatch"]:
         advice.append("Size mismatches mean boxes drawn on another copy of the image: use the images the "
                       "xml and proposals were made from.")

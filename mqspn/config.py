@@ -69,6 +69,7 @@ class DataConfig:
     images: Optional[str] = "images"  # relative to root, or absolute; read when regions are crops
     proposals: Optional[str] = "proposals"  # folder of VinVL-style <image>.npz files
     top_k: int = 10  # candidate regions per post: the detector's top-k proposals
+    truncate: bool = False  # cut posts past the text encoder's limit (with a warning) instead of refusing them
 
     def __post_init__(self) -> None:
         check_types(self, "data")
@@ -297,7 +298,11 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Conf
         raise ValueError(f"{path}: expected a mapping with {', '.join(SECTIONS)} sections")
     for item in overrides or []:
         apply_override(raw, item)
-    return Config.from_dict(raw, where=str(path))
+    try:
+        return Config.from_dict(raw, where=str(path))
+    except ValueError as err:  # a section's own check names the key; add the file
+        message = str(err)
+        raise ValueError(message if message.startswith(f"{path}:") else f"{path}: {message}") from None
 
 
 def apply_override(raw: dict, item: str, sections: tuple[str, ...] = SECTIONS) -> None:

@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mqspn.data.datasets import read_split
     from mqspn.draw import draw_entities
-    from mqspn.batching import load_image
+    from mqspn.images import load_image
     from mqspn.predictions import read_predictions
     from mqspn.proposals import VinvlProposals
     from mqspn.stats import proposal_stats

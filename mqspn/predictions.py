@@ -13,12 +13,14 @@ JSON Lines, UTF-8, one post per line:
 """
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any, Collection, Iterable, Optional, Sequence
 
+from mqspn.textfile import read_text
 from mqspn.types import Entity, Post, as_box
 
 _REQUIRED = ("start", "end", "type", "box")
@@ -96,7 +98,7 @@ def read_predictions(
     n_words = None if gold is None else {post.id: len(post.words) for post in gold}
     result: dict[str, list[Entity]] = {}
     first_line: dict[str, int] = {}
-    with path.open(encoding="utf-8") as handle:
+    with io.StringIO(read_text(path), newline=None) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue

@@ -17,12 +17,13 @@ import torch
 from PIL import Image
 
 from mqspn import checkpoint
-from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
+from mqspn.batching import ExampleBuilder, PostDataset, collate
 from mqspn.build import build_decoder, build_examples
-from mqspn.config import Config, DecodeConfig, DataConfig
+from mqspn.config import Config, DataConfig, DecodeConfig
 from mqspn.engine import predict_batches
-from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
-from mqspn.types import Entity, Post, Region, as_box
+from mqspn.images import load_image
+from mqspn.proposals import BoxesJson, ProposalSource, fit_regions, read_vinvl
+from mqspn.types import Entity, Post, Region, as_box, text_words
 
 ProposalsArg = Union[str, Path, ProposalSource, Sequence[Region], Sequence[Sequence[float]], None]
 DecodeArg = Union[DecodeConfig, Mapping[str, object], None]
@@ -42,21 +43,27 @@ class Predictor:
     """A trained MQSPN model ready for inference (eval mode, no gradient).
 
     `config`: the configuration saved with the model (its loss, decode and data sections); `decode`
-    overrides keys of its decode section.
+    overrides keys of its decode section; `training_data`: what the model was trained on
+    (`checkpoint.training_data`: root, synthetic), None when unknown.
     """
 
     def __init__(self, model, device: Optional[str] = None, config: Optional[Config] = None,
-                 decode: DecodeArg = None) -> None:
+                 decode: DecodeArg = None, training_data: Optional[dict] = None) -> None:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.config = dataclasses.replace(config or Config(), model=model.config)
         self.config.decode = decode_config(self.config.decode, decode)
         self.decoder = build_decoder(model.config, self.config.decode, self.config.loss)
         self.mode = model.config.region_mode
+        self.training_data = training_data
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, decode: DecodeArg = None) -> "Predictor":
-        return cls(checkpoint.from_pretrained(directory), device, checkpoint.read_config(directory), decode)
+    def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, decode: DecodeArg = None,
+                        verify: bool = True) -> "Predictor":
+        """`decode`: keys of the saved decoding to replace; `verify=False` loads weights that differ from
+        their recorded checksum (edited on purpose)."""
+        return cls(checkpoint.from_pretrained(directory, verify=verify), device, checkpoint.read_config(directory),
+                   decode, checkpoint.read_training_data(directory))
 
     @property
     def types(self) -> list[str]:
@@ -69,7 +76,7 @@ class Predictor:
 
     def builder(self, data: Optional[DataConfig] = None, proposals: Optional[ProposalSource] = None,
                 image_dir: Optional[Path] = None) -> ExampleBuilder:
-        return build_examples(self.model, data, proposals, image_dir)
+        return build_examples(self.model, data, proposals, image_dir, truncate=True)  # one long post never stops a split
 
     def _regions(self, proposals: ProposalsArg, image_name: str) -> list[Region]:
         k = self.top_k
@@ -96,9 +103,7 @@ class Predictor:
 
         Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
         """
-        words = text.split() if isinstance(text, str) else list(text)
-        if not words:
-            raise ValueError("empty text: nothing to predict")
+        words = text_words(text)
         name = Path(image).name if isinstance(image, (str, Path)) else f"{post_id}.jpg"
         post = Post(post_id, words, [], image=name)
         regions: list[Region] = []
@@ -109,6 +114,8 @@ class Predictor:
                     raise ValueError("this model encodes region crops: give the post's image")
                 pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
             regions = self._regions(proposals, name)
+            if pil is not None:
+                regions = fit_regions(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
         example = self.builder().build(post, regions=regions, image=pil)
         post.entities = predict_batches(self.model, [collate([example])], self.device, self.decoder, progress=False)[post_id]
         return post

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, runtime_checkable
@@ -24,6 +25,7 @@ from typing import Any, Callable, Optional, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from mqspn.textfile import read_text
 from mqspn.types import Region, as_box
 
 #: Where users get real proposals and images; quoted by every "file not found" error.
@@ -206,6 +208,54 @@ class VinvlProposals(ProposalSource):
         return self._read(image_name)[1]
 
 
+# ------------------------------------------------------------------------------------ fit to the image
+
+#: Pixels by which the image size a proposal file records may differ from the image (rounding).
+SIZE_TOLERANCE = 2
+
+
+class ProposalWarning(UserWarning):
+    """A post's proposals give its entities no region to be grounded in."""
+
+
+def check_size_fit(proposal_size: Optional[tuple[int, int]], image_size: tuple[int, int], proposals: str,
+                   image: str) -> None:
+    """Refuse proposals made for an image of another size (another image, or another copy of it): their
+    boxes would point at the wrong pixels. A difference of up to `SIZE_TOLERANCE` pixels is rounding."""
+    if proposal_size is None:
+        return
+    if any(abs(a - b) > SIZE_TOLERANCE for a, b in zip(proposal_size, image_size)):
+        raise ValueError(f"{proposals} was made for a {proposal_size[0]}x{proposal_size[1]} image but {image} is "
+                         f"{image_size[0]}x{image_size[1]}: its boxes do not belong to this image; use the "
+                         "proposals made for it")
+
+
+def fit_regions(proposals: Any, image_name: str, regions: list[Region], image_size: tuple[int, int],
+                image: str) -> list[Region]:
+    """The `regions` of `proposals` (a `ProposalSource`, a file path, or a list of boxes) that overlap the
+    image they are used with. A size mismatch is a `ValueError` naming both files (`check_size_fit`). Boxes
+    entirely outside the image are dropped (no entity can be there); when none is left, or there was none,
+    a `ProposalWarning` names the file: every entity of the post can only be None."""
+    size, where = None, "the given boxes"
+    if isinstance(proposals, VinvlProposals):
+        size, where = proposals.image_size(image_name), str(proposals.path_for(image_name))
+    elif isinstance(proposals, BoxesJson):
+        where = str(proposals.path)
+    elif isinstance(proposals, (str, Path)):
+        where = str(proposals)
+        if Path(proposals).suffix == ".npz":
+            with _open_npz(Path(proposals)) as npz:
+                size = _image_size(npz, Path(proposals))
+    check_size_fit(size, image_size, where, image)
+    width, height = image_size
+    inside = [r for r in regions if r.box[0] < width and r.box[1] < height and r.box[2] > 0 and r.box[3] > 0]
+    if not inside:
+        found = "has no box" if not regions else f"has no box inside the {width}x{height} image"
+        warnings.warn(f"{where} {found} for {image}: every entity of this post is predicted ungroundable (None)",
+                      ProposalWarning, stacklevel=2)
+    return inside
+
+
 # ----------------------------------------------------------------------------------------- boxes JSON
 
 
@@ -244,7 +294,7 @@ class BoxesJson(ProposalSource):
         _check_top_k(top_k)
         self.path, self.top_k = Path(path), top_k
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = json.loads(read_text(self.path))
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.path}: line {err.lineno}: not valid JSON ({err.msg})") from err
         self._single: Optional[list[Region]] = None

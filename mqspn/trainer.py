@@ -4,7 +4,7 @@ Run directory:
   config.yaml          the resolved configuration
   meta.json            git commit, library versions, dataset file hashes, seed
   metrics.jsonl        one line per epoch: mean losses, dev P/R/F1 (GMNER, MNER, EEG), best so far
-  last/                model directory + training_state.pt (optimizer, scheduler, RNG, epoch): --resume
+  last/                model directory + training_state.json/.safetensors (optimizer, scheduler, RNG, epoch): --resume
   best/                model directory of the best dev GMNER F1 epoch
   test_metrics.json    test scores of best/ (computed once, after the last epoch)
   test_predictions.jsonl
@@ -193,7 +193,8 @@ class Run:
     def resume(cls, out: str | Path) -> "Run":
         out = Path(out)
         cfg = load_config(out / "config.yaml")
-        return cls(cfg, out, checkpoint.load_training_state(out / "last"))
+        required = ("optimizer", "scheduler", "generator", "rng", "epoch", "best")
+        return cls(cfg, out, checkpoint.load_training_state(out / "last", required))
 
     def _restore(self, state: dict) -> None:
         weights = checkpoint.from_pretrained(self.out / "last", self.device).state_dict()
@@ -252,7 +253,8 @@ class Run:
             if improved:
                 self.best = {"epoch": epoch + 1, "gmner_f1": dev["gmner"]["f1"]}
                 if main:
-                    checkpoint.save_pretrained(self.model, self.out / "best", self.cfg, card=self._card(dev))
+                    checkpoint.save_pretrained(self.model, self.out / "best", self.cfg, card=self._card(dev),
+                                               training_data=checkpoint.training_data(self.cfg.data.root))
             record = {"epoch": epoch + 1, **{k: round(v, 5) for k, v in losses.items()},
                       **{f"dev_{task}_{m}": dev[task][m] for task in ("gmner", "mner", "eeg") for m in ("precision", "recall", "f1")},
                       "best_epoch": self.best["epoch"], "seconds": round(time.time() - start, 1)}
@@ -265,7 +267,8 @@ class Run:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "generator": self.generator.get_state(), "rng": rngs if self.world > 1 else rngs[0],
                      "epoch": self.epoch, "best": self.best}
-            checkpoint.save_pretrained(self.model, self.out / "last", self.cfg, card=self._card(dev), training_state=state)
+            checkpoint.save_pretrained(self.model, self.out / "last", self.cfg, card=self._card(dev),
+                                       training_state=state, training_data=checkpoint.training_data(self.cfg.data.root))
             if progress:
                 print(f"epoch {epoch + 1}/{self.cfg.train.epochs}  loss {losses['loss']:.4f}  dev GMNER F1 "
                       f"{dev['gmner']['f1']:.2f}  MNER {dev['mner']['f1']:.2f}  EEG {dev['eeg']['f1']:.2f}"

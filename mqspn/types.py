@@ -24,6 +24,24 @@ def as_box(values: Sequence[float], where: str = "box") -> Box:
     return (x1, y1, x2, y2)
 
 
+def text_words(text: object) -> list[str]:
+    """The words of a post given as a string (split on white space) or a word list; `ValueError` for
+    anything a dataset file could not hold: no words, an empty word, a word with white space, a non-string."""
+    if isinstance(text, str):
+        words = text.split()
+    elif isinstance(text, (list, tuple)) and all(isinstance(w, str) for w in text):
+        words = list(text)
+        bad = [w for w in words if not w or w != "".join(w.split())]
+        if bad:
+            raise ValueError(f"word {bad[0]!r}: a word must be non-empty and without white space "
+                             "(give the text as one string to split it on white space)")
+    else:
+        raise ValueError(f"text must be a string or a list of word strings, got {type(text).__name__}")
+    if not words:
+        raise ValueError("empty text: nothing to predict")
+    return words
+
+
 @dataclass
 class Entity:
     """A named entity mention: words `start..end` (inclusive) of a post, its type and its image boxes.
@@ -78,10 +96,22 @@ class Post:
     entities: list[Entity] = field(default_factory=list)
     image: Optional[str] = None
     image_size: Optional[tuple[int, int]] = None  # (width, height) from the xml, when known
+    # Where the post was read (set by the dataset readers), so that errors met later name the file and line.
+    source: Optional[str] = field(default=None, compare=False, repr=False)
+    line: Optional[int] = field(default=None, compare=False, repr=False)  # the IMGID header's line
 
     def __post_init__(self) -> None:
         if self.image is None:
             self.image = f"{self.id}.jpg"
+
+    @property
+    def where(self) -> str:
+        """`<file>:<line>: post <id>` for a post read from a file, else `post <id>`."""
+        return f"{self.source}:{self.line}: post {self.id}" if self.source else f"post {self.id}"
+
+    def entity_where(self, entity: Entity) -> str:
+        """`<file>:<line>` of the entity's first word (word lines follow the header), else `post <id>`."""
+        return f"{self.source}:{self.line + 1 + entity.start}" if self.source else f"post {self.id}"
 
     def __str__(self) -> str:
         ents = ", ".join(

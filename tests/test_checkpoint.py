@@ -48,8 +48,8 @@ def saved(tmp_path_factory):
 
 def test_model_directory_holds_config_weights_tokenizer_and_card(saved):
     model, directory = saved
-    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "config.json", "model.safetensors",
-                                                          "text_encoder"]
+    assert sorted(p.name for p in directory.iterdir()) == ["README.md", "checksums.json", "config.json",
+                                                          "model.safetensors", "text_encoder"]
     config = json.loads((directory / "config.json").read_text())
     assert config["format_version"] == checkpoint.FORMAT_VERSION
     assert config["model"]["hidden_size"] == 32 and config["model"]["types"] == ["PER", "LOC", "ORG", "OTHER"]
@@ -239,8 +239,9 @@ def test_weights_of_another_size_are_a_clear_error(copy_of):
 
 
 def test_training_state_errors_name_the_file(copy_of):
-    with pytest.raises(FileNotFoundError, match=r"copy/training_state.pt is missing: nothing to resume from"):
+    with pytest.raises(FileNotFoundError, match=r"copy/training_state.json is missing: nothing to resume from"):
         load_training_state(copy_of)
-    (copy_of / checkpoint.TRAINING_STATE).write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ValueError, match=r"copy/training_state.pt is corrupt or truncated"):
+    save_pretrained(tiny_model(), copy_of, training_state={"epoch": 3})
+    (copy_of / checkpoint.TRAINING_STATE).write_text('{"format": 1, "state": {"epoch": ')
+    with pytest.raises(ValueError, match=r"copy/training_state.json is corrupt or truncated"):
         load_training_state(copy_of)

@@ -57,7 +57,7 @@ def test_replicas_end_identical_and_the_run_directory_is_complete(synth, two_pro
     assert written == test_ids
     result = json.loads((out / "test_metrics.json").read_text())
     assert result["gmner"]["n_gold"] == sum(len(p.entities) for p in read_split(synth, "test"))
-    assert (out / "last" / "training_state.pt").is_file() and (out / "best" / "model.safetensors").is_file()
+    assert (out / "last" / "training_state.json").is_file() and (out / "best" / "model.safetensors").is_file()
 
 
 def test_resuming_with_another_number_of_processes_is_refused(two_process_run):

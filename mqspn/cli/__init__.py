@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 
 from mqspn.cli import data, demo, evaluate, predict, synth, train
 
@@ -20,8 +21,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        # A warning is about the user's input (a truncated post, an unverified model): one line, no source.
+        print(f"mqspn {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, ImportError, ArithmeticError) as err:
         # Input problems and a diverged run (NonFiniteLossError) are one clear line, not a traceback.
         print(f"mqspn {args.command}: error: {err}", file=sys.stderr)

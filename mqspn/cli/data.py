@@ -12,9 +12,10 @@ import argparse
 import dataclasses
 import json
 import os
+import warnings
 
 from mqspn.check import REGION_MODES, check_dataset, format_report
-from mqspn.data.datasets import FORMATS, GRANULARITIES
+from mqspn.data.datasets import FORMATS, GMNER_TYPES, GRANULARITIES
 from mqspn.stats import dataset_stats, format_table
 
 
@@ -119,7 +120,23 @@ def run_check(args: argparse.Namespace) -> int:
     report = check_dataset(
         data.root, data.format, data.granularity, resolve(data.root, data.xml_dir), resolve(data.root, data.images),
         resolve(data.root, data.proposals), data.top_k, args.regions or cfg.model.region_mode, cfg.model.feature_dim,
-        progress=not args.no_progress,
+        progress=not args.no_progress, truncate=data.truncate, **model_checks(cfg if args.config else None, data.format),
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0 if report.ok else 1
+
+
+def model_checks(cfg, format: str) -> dict:
+    """What the model a config trains imposes on the text: its entity types (empty: the train split's) and
+    its text encoder's sub-word limit. Without a config: the Twitter-GMNER types for a gmner dataset."""
+    if cfg is None:
+        return {"types": list(GMNER_TYPES) if format == "gmner" else None}
+    from mqspn.model.text_encoder import TextEncoder
+
+    try:
+        # The architecture only (no weights are read): the tokenizer and the position limit are all that is needed.
+        encoder = TextEncoder.build(cfg.model.text_encoder, cfg.model.tiny_text_hidden, pretrained=False)
+    except ValueError as err:  # e.g. the encoder is not downloaded yet: the rest of the check still helps
+        warnings.warn(f"post lengths are not checked: {err}")
+        return {"types": cfg.model.types or None}
+    return {"types": cfg.model.types or None, "tokenize": encoder.tokenize}

@@ -16,7 +16,8 @@ import sys
 from typing import Optional
 
 from mqspn.data.conll import read_conll
-from mqspn.data.datasets import FORMATS, GMNER_TYPES, GRANULARITIES, SPLITS, dataset_types, read_split, split_file
+from mqspn.data.datasets import (FORMATS, GMNER_TYPES, GRANULARITIES, SPLITS, dataset_types, read_split, split_file,
+                                 type_problem)
 from mqspn.metric import TASKS, fine_to_coarse, score
 from mqspn.predictions import read_predictions
 from mqspn.types import Entity, Post
@@ -43,6 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     gold = read_split(args.data, args.split, format=args.format, granularity=args.granularity, xml_dir=args.xml)
     types, type_map = _vocabulary(args.data, args.format, args.granularity)
+    for post in gold:  # a gold type outside the vocabulary would be scored as a row of its own
+        problem = type_problem(post, types, f"the {args.format} types")
+        if problem:
+            raise ValueError(problem)
     predictions = read_predictions(args.predictions, gold, types)
     missing = sum(post.id not in predictions for post in gold)
     if missing:

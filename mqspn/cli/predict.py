@@ -35,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="decode.KEY=VALUE",
                    help="override the model's saved decoding, e.g. --set decode.entity_threshold=0.7 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--no-verify", action="store_true",
+                   help="load weights that differ from the checksums saved with them (edited on purpose)")
     p.set_defaults(func=run)
 
 
@@ -68,13 +70,17 @@ def run(args: argparse.Namespace) -> int:
     DecodeConfig(**raw.get("decode", {}))  # each value checked now, before the model loads
     from mqspn.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"))
+    predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"), verify=not args.no_verify)
+    if (predictor.training_data or {}).get("synthetic"):
+        print(f"mqspn predict: note: {args.model} was trained on the synthetic benchmark "
+              f"({predictor.training_data['root']}); on real posts its answers mean little. For real posts use "
+              "a model trained on real data (the twitter-gmner recipe on Twitter-GMNER v2.0)", file=sys.stderr)
     return predict_one(predictor, args) if args.text is not None else predict_split(predictor, args)
 
 
 def predict_one(predictor, args: argparse.Namespace) -> int:
-    from mqspn.batching import load_image
     from mqspn.draw import draw_entities
+    from mqspn.images import load_image
     from mqspn.predictions import entity_to_json
     from mqspn.proposals import BoxesJson, SelectiveSearch
 

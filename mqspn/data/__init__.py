@@ -10,6 +10,7 @@ from mqspn.data.datasets import (
     read_dataset,
     read_split,
     split_file,
+    type_problem,
     xml_folder,
 )
 from mqspn.data.voc import read_voc
@@ -28,5 +29,6 @@ __all__ = [
     "read_split",
     "read_voc",
     "split_file",
+    "type_problem",
     "xml_folder",
 ]

@@ -17,9 +17,12 @@ Lenient decisions (each accepts input that has only one sensible reading; none c
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
+
+from mqspn.textfile import read_text
 
 HEADER = "IMGID:"
 
@@ -52,8 +55,8 @@ class ConllPost:
 def read_conll(path: str | Path, tag_columns: int) -> list[ConllPost]:
     """Read every post of `path`; each word line must have exactly `1 + tag_columns` tab-separated fields.
 
-    Raises `FileNotFoundError` when the file is missing and `ValueError` (`<file>:<line>: ...`) for a
-    word line outside a post, a line without a tab or with the wrong number of fields, an empty token,
+    Raises `FileNotFoundError` when the file is missing and `ValueError` (`<file>:<line>: ...`) for bytes
+    that are not UTF-8, a word line outside a post, a line without a tab or with the wrong number of fields, an empty token,
     an empty or whitespace-holding id, a repeated id or a post without words. Tags are not checked
     here; `bio_spans` checks them.
     """
@@ -63,7 +66,8 @@ def read_conll(path: str | Path, tag_columns: int) -> list[ConllPost]:
     posts: list[ConllPost] = []
     current: Optional[ConllPost] = None
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8-sig") as handle:
+    # Universal newlines, as a file opened in text mode reads them (Windows line endings are accepted).
+    with io.StringIO(read_text(path, "utf-8-sig"), newline=None) as handle:
         for number, raw in enumerate(handle, start=1):
             line = raw.rstrip("\n")
             where = f"{path}:{number}"

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Collection, Iterable, Optional
 
 from mqspn.data.conll import ConllPost, read_conll
 from mqspn.data.voc import read_voc
@@ -121,6 +121,17 @@ def dataset_types(posts: Iterable[Post]) -> list[str]:
     return sorted({entity.type for post in posts for entity in post.entities})
 
 
+def type_problem(post: Post, types: Collection[str], known: str = "the model's types") -> Optional[str]:
+    """The message for the first entity of `post` whose type is not in `types` (named `known`), or None.
+
+    Training, `mqspn evaluate` and `mqspn data check` share it, so an unknown type gets one verdict."""
+    for entity in post.entities:
+        if entity.type not in types:
+            return (f"{post.entity_where(entity)}: post {post.id}: entity type {entity.type!r} is not among "
+                    f"{known} ({', '.join(types)})")
+    return None
+
+
 def _post(conll: ConllPost, column: int, xml_dir: Path, unmatched: Optional[list[UnmatchedObject]]) -> Post:
     spans = conll.spans(column)
     texts = [" ".join(conll.words[start : end + 1]) for start, end, _ in spans]
@@ -135,7 +146,7 @@ def _post(conll: ConllPost, column: int, xml_dir: Path, unmatched: Optional[list
             unmatched.append(problem)
         boxes[name].append(box)
     entities = [Entity(start, end, type_, list(boxes.get(text, []))) for (start, end, type_), text in zip(spans, texts)]
-    return Post(conll.id, list(conll.words), entities, image_size=size)
+    return Post(conll.id, list(conll.words), entities, image_size=size, source=str(conll.path), line=conll.line)
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

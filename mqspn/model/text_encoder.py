@@ -15,6 +15,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from mqspn.truncation import fitting_words
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
@@ -100,20 +102,25 @@ class TextEncoder(nn.Module):
             backbone = AutoModel.from_config(AutoConfig.from_pretrained(str(path), local_files_only=True))
         return cls(backbone, tokenizer)
 
-    def tokenize(self, words: Sequence[str], where: str = "post") -> tuple[list[int], list[int]]:
-        """Sub-word ids and, per sub-word, its word index (-1 for specials)."""
-        enc = self.tokenizer(list(words), is_split_into_words=True, truncation=False)
+    def tokenize(self, words: Sequence[str], where: str = "post", truncate: bool = False) -> tuple[list[int], list[int]]:
+        """Sub-word ids and, per sub-word, its word index (-1 for specials). Past the encoder's limit: a
+        ValueError, or with `truncate` the ids of the leading words that fit (`mqspn.truncation`)."""
+        enc = self.tokenizer(list(words), is_split_into_words=True, truncation=False, verbose=False)
         covered = set(enc.word_ids()) - {None}
         if len(covered) < len(words):
             # Words the tokenizer turns into nothing (zero-width characters) are encoded as [UNK] so that
             # every word keeps a vector. Checked on the whole post: a tokenizer call per word took about a
             # sixth of the time of building an example (crops included).
             words = [w if i in covered else self.tokenizer.unk_token for i, w in enumerate(words)]
-            enc = self.tokenizer(words, is_split_into_words=True, truncation=False)
+            enc = self.tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)
         ids = enc["input_ids"]
         limit = getattr(self.backbone.config, "max_position_embeddings", 512)
         if len(ids) > limit:
-            raise ValueError(f"{where}: {len(ids)} sub-words exceed the text encoder's limit of {limit}")
+            kept = fitting_words(enc.word_ids(), limit)
+            if not truncate or not kept:
+                raise ValueError(f"{where}: {len(ids)} sub-words exceed the text encoder's limit of {limit}"
+                                 + ("" if truncate else " (set data.truncate: true to cut such posts)"))
+            return self.tokenize(words[:kept], where)
         return ids, [-1 if w is None else w for w in enc.word_ids()]
 
     def forward(self, input_ids, attention_mask, word_index, num_words: int) -> torch.Tensor:
