@@ -30,7 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mqspn import checkpoint, distributed
-from mqspn.batching import PostDataset, collate
+from mqspn.batching import PostDataset, collate, to_device
 from mqspn.build import (build_criterion, build_decoder, build_examples, build_model, build_optimizer,
                          build_scheduler)
 from mqspn.config import Config, load_config, resolve
@@ -141,11 +141,11 @@ class Run:
             seed_everything(cfg.train.seed + distributed.rank())
         self.builder = build_examples(self.model, cfg.data)
         self.augment = CropAugment(cfg.train.crop_augment)
-        train_posts = read_posts(cfg, "train")
+        self.train_posts = read_posts(cfg, "train")
         if cfg.train.max_train_posts > 0:
-            train_posts = train_posts[: cfg.train.max_train_posts]
+            self.train_posts = self.train_posts[: cfg.train.max_train_posts]
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
-        self.train_loader = train_loader(train_posts, self.builder, cfg, self.generator, self.augment)
+        self.train_loader = train_loader(self.train_posts, self.builder, cfg, self.generator, self.augment)
         self.dev_posts, self.test_posts = read_posts(cfg, "dev"), read_posts(cfg, "test")
         self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
         self.test_loader = loader(shard(self.test_posts), self.builder, cfg.train.eval_batch_size, False)
@@ -206,14 +206,32 @@ class Run:
         if len(rngs) != self.world:
             raise ValueError(f"{self.out} was trained by {len(rngs)} process(es); resume it with as many "
                              f"(mqspn train --nproc {len(rngs)}, or torchrun), not {self.world}")
-        set_rng_state(rngs[distributed.rank()])
         self.epoch, self.best = state["epoch"], state["best"]
+        self._refill_frozen_text_cache()
+        set_rng_state(rngs[distributed.rank()])
         distributed.barrier()  # every process has read the run before the first one rewrites metrics.jsonl
         if not distributed.is_main():
             return
         # Epoch lines written after the saved state (a kill between the two writes) are dropped.
         lines = (self.out / "metrics.jsonl").read_text().splitlines() if (self.out / "metrics.jsonl").exists() else []
         (self.out / "metrics.jsonl").write_text("".join(l + "\n" for l in lines[: self.epoch]))
+
+    @torch.no_grad()
+    def _refill_frozen_text_cache(self) -> None:
+        """Encode the texts again in the batches that first encoded them (epoch 1's training batches, then
+        the first dev pass), when the text encoder has been frozen since epoch 1. A frozen encoder's
+        cached states depend, at the 1e-7 level, on the padding of the batch that computed them; encoded
+        in the batches of the resumed epoch instead, they would make the weights drift from those of an
+        uninterrupted run. (Crop encodings are computed per post, so they need no replay.)"""
+        if self.epoch == 0 or not (self.frozen_at(0) and self.frozen_at(self.epoch)):
+            return
+        self.model.set_encoders_frozen(True, self.cfg.train.finetune_layers)
+        first_epoch = train_loader(self.train_posts, self.builder, self.cfg, torch.Generator().manual_seed(self.cfg.train.seed))
+        if isinstance(first_epoch.sampler, torch.utils.data.DistributedSampler):
+            first_epoch.sampler.set_epoch(0)
+        progress = self.cfg.train.progress and distributed.is_main()
+        for batch in tqdm([*first_epoch, *self.dev_loader], desc="re-encoding frozen texts", leave=False, disable=not progress):
+            self.model.encode_text(to_device(batch, self.device))
 
     def frozen_at(self, epoch: int) -> bool:
         f = self.cfg.train.freeze_epochs

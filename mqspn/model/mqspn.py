@@ -102,7 +102,8 @@ class MQSPN(nn.Module):
         return self
 
     # -- encoding -----------------------------------------------------------------------------------
-    def _encode_text(self, batch) -> torch.Tensor:
+    def encode_text(self, batch) -> torch.Tensor:
+        """-> [B, n, H] word states of the text encoder; computed once per post while it is frozen."""
         n = batch["word_mask"].shape[1]
         args = (batch["input_ids"], batch["attention_mask"], batch["word_index"])
         if not (self.frozen and "text" in self.pretrained_encoders()):
@@ -159,7 +160,7 @@ class MQSPN(nn.Module):
         """`all_layers`: heads on every QFNet layer (deep supervision) or on the last one only; by
         default all in training and the last in eval, where decoding reads the last layer alone."""
         b = batch["word_mask"].shape[0]
-        text = self.text_proj(self._encode_text(batch))
+        text = self.text_proj(self.encode_text(batch))
         if self.config.word_shape:
             text = text + self.shape_embed(batch["word_shapes"])
         if self.config.word_buckets:
