@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from mqspn import checkpoint
-from mqspn.batching import ExampleBuilder, PostDataset, collate, load_image
+from mqspn.batching import Example, ExampleBuilder, PostDataset, collate, load_image
 from mqspn.engine import predict_batches
 from mqspn.proposals import BoxesJson, ProposalSource, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box
@@ -66,12 +66,9 @@ class Predictor:
                    for i, r in enumerate(proposals)]
         return regions[:k]
 
-    def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
-                proposals: ProposalsArg = None, post_id: str = "input") -> Post:
-        """Predict the entities of one post. `text` is a string (split on white space) or a word list.
-
-        Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
-        """
+    def example(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                proposals: ProposalsArg = None, post_id: str = "input") -> Example:
+        """One post as a model input; every problem with the input is a `ValueError` here, before the model runs."""
         words = text.split() if isinstance(text, str) else list(text)
         if not words:
             raise ValueError("empty text: nothing to predict")
@@ -85,9 +82,29 @@ class Predictor:
                     raise ValueError("this model encodes region crops: give the post's image")
                 pil = image.convert("RGB") if isinstance(image, Image.Image) else load_image(Path(image))
             regions = self._regions(proposals, name)
-        example = self.builder().build(post, regions=regions, image=pil)
-        post.entities = predict_batches(self.model, [collate([example])], self.device, progress=False)[post_id]
-        return post
+        return self.builder().build(post, regions=regions, image=pil)
+
+    def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                proposals: ProposalsArg = None, post_id: str = "input") -> Post:
+        """Predict the entities of one post. `text` is a string (split on white space) or a word list.
+
+        Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
+        """
+        return self.predict_many([dict(text=text, image=image, proposals=proposals, post_id=post_id)])[0]
+
+    def predict_many(self, items: Sequence[dict]) -> list[Post]:
+        """Predict several posts in one model batch; each item holds the keyword arguments of `predict`.
+
+        Batching is what a server gains from concurrent requests; the answers equal one-by-one `predict`s.
+        """
+        examples = [self.example(**item) for item in items]
+        ids = [e.post.id for e in examples]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"predict_many: every item needs its own post_id, got {ids}")
+        entities = predict_batches(self.model, [collate(examples)], self.device, progress=False)
+        for example in examples:
+            example.post.entities = entities[example.post.id]
+        return [example.post for example in examples]
 
     def predict_posts(self, posts: Sequence[Post], proposals: Optional[ProposalSource] = None,
                       image_dir: Optional[Path] = None, batch_size: int = 32,

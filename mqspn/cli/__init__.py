@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mqspn.cli import data, evaluate, predict, synth, train
+from mqspn.cli import data, evaluate, predict, serve, synth, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqspn",
-        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation.",
+        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation, serving.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, synth, train, predict, evaluate):
+    for module in (data, synth, train, predict, evaluate, serve):
         module.register(sub)
     return parser
 
