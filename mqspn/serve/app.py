@@ -100,6 +100,7 @@ def create_app(predictor: Predictor, directory: str | Path, limits: Limits = Lim
 
     app = FastAPI(title="mqspn", version="1", lifespan=lifespan,
                   description="Grounded multimodal NER (MQSPN): entities of a post and their boxes in its image.")
+    app.state.predictor, app.state.batcher = predictor, batcher
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -107,7 +108,8 @@ def create_app(predictor: Predictor, directory: str | Path, limits: Limits = Lim
 
     @app.get("/v1/health")
     def health() -> dict:
-        return {"status": "ok", "model_loaded": True, "device": str(predictor.device), "model": info["id"]}
+        return {"status": "ok", "model_loaded": True, "device": str(predictor.device), "model": info["id"],
+                "queued": batcher.pending}
 
     @app.get("/v1/model")
     def model() -> dict:
@@ -123,7 +125,7 @@ def create_app(predictor: Predictor, directory: str | Path, limits: Limits = Lim
     def example_image(example_id: str) -> Response:
         example = example_posts().get(example_id)
         if example is None:
-            return JSONResponse({"error": f"no example {example_id!r}", "field": "example_id"}, status_code=404)
+            return _error(RequestError("example_id", f"example_id: no example {example_id!r}", 404))
         return Response(example.jpeg, media_type="image/jpeg")
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY)

@@ -44,6 +44,11 @@ class Batcher(Generic[Item, Result]):
         self._queue: queue.Queue = queue.Queue()
         self._thread: Optional[threading.Thread] = None
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting for the model (the batch being run not counted)."""
+        return self._queue.qsize()
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._work, name="mqspn-batcher", daemon=True)
         self._thread.start()
