@@ -315,7 +315,7 @@ def test_a_failing_batch_is_retried_item_by_item():
             raise RuntimeError("bad item")
         return [item.upper() for item in items]
 
-    batcher = Batcher(run, max_batch=4, max_wait_ms=1000)
+    batcher = Batcher(run, max_batch=3, max_wait_ms=1000)
 
     async def main_():
         batcher.start()
