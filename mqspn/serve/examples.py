@@ -34,6 +34,6 @@ def example_posts() -> dict[str, ExamplePost]:
     examples = {}
     for plan in plans:
         rendered = render_post(plan, SEED)
-        boxes = rendered.proposals["bounding_boxes"].round(1).tolist()
+        boxes = rendered.proposals["bounding_boxes"].astype(np.float64).round(1).tolist()  # float32 prints 48.79999
         examples[plan.id] = ExamplePost(plan.id, " ".join(plan.words), rendered.jpeg, boxes)
     return examples
