@@ -18,7 +18,7 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from helpers_model import scene, tiny_model  # noqa: E402
+from helpers_model import FEATURE_DIM, scene, tiny_model  # noqa: E402
 from mqspn.checkpoint import save_pretrained  # noqa: E402
 from mqspn.cli import main  # noqa: E402
 from mqspn.predictions import entity_to_json  # noqa: E402
@@ -171,6 +171,20 @@ def test_a_text_only_model_needs_no_image(tmp_path):
     post = predictor.predict(TEXT)
     assert body["entities"] == by_json["entities"] == [{"text": e.text(post.words), **entity_to_json(e)} for e in post.entities]
     assert all(e["box"] is None for e in body["entities"])
+
+
+def test_a_detector_features_model_reads_them_from_the_proposals_file(tmp_path):
+    model = tiny_model(seed=0, vision_encoder="features", feature_dim=FEATURE_DIM).eval()
+    directory = save_pretrained(model, tmp_path / "features")
+    predictor = Predictor.from_pretrained(directory, "cpu")
+    npz = tmp_path / "post.jpg.npz"
+    np.savez(npz, bounding_boxes=np.array(BOXES, dtype=np.float32), scores=np.array([0.9, 0.8, 0.7]),
+             box_features=np.random.default_rng(0).random((3, FEATURE_DIM)).astype(np.float32))
+    with TestClient(create_app(predictor, directory)) as client:
+        body = client.post("/v1/predict", **form(boxes=None, proposals=("post.jpg.npz", npz.read_bytes()))).json()
+        assert_error(client.post("/v1/predict", **form()), 422, "proposals")
+    post = predictor.predict(TEXT, proposals=npz)
+    assert body["entities"] == [{"text": e.text(post.words), **entity_to_json(e)} for e in post.entities]
 
 
 # ------------------------------------------------------------------------------- limits and bad input
