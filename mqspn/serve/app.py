@@ -100,7 +100,6 @@ def create_app(predictor: Predictor, directory: str | Path, limits: Limits = Lim
 
     app = FastAPI(title="mqspn", version="1", lifespan=lifespan,
                   description="Grounded multimodal NER (MQSPN): entities of a post and their boxes in its image.")
-    app.state.predictor, app.state.batcher = predictor, batcher
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def page() -> HTMLResponse:
@@ -134,11 +133,10 @@ def create_app(predictor: Predictor, directory: str | Path, limits: Limits = Lim
         start = time.perf_counter()
         try:
             item = await read_request(request, needs, limits)
+            item["post_id"] = f"request-{next(post_ids)}"
+            post, model_seconds, batch_size = await batcher.submit(item)
         except RequestError as err:
             return _error(err)
-        item["post_id"] = f"request-{next(post_ids)}"
-        try:
-            post, model_seconds, batch_size = await batcher.submit(item)
         except ValueError as err:  # an input problem only the model's example builder saw
             return _error(RequestError("input", str(err)))
         except Exception:  # noqa: BLE001 - the server must keep serving; the log has the traceback
