@@ -366,3 +366,15 @@ def test_serve_command_is_registered_and_refuses_bad_options(model_dir, capsys):
     assert "max_batch must be at least 1" in capsys.readouterr().err
     assert main(["serve", "--model", str(model_dir), "--max-pixels", "0"]) == 2
     assert "max_pixels must be a positive integer" in capsys.readouterr().err
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(model_dir, monkeypatch, capsys):
+    import sys
+
+    for name in ("uvicorn", "fastapi", "mqspn.serve.app"):
+        monkeypatch.setitem(sys.modules, name, None)  # None in sys.modules makes `import` fail
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "serve" in capsys.readouterr().out
+    assert main(["serve", "--model", str(model_dir)]) == 2
+    assert "pip install 'mqspn[serve]'" in capsys.readouterr().err
