@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from mqspn import checkpoint
-from mqspn.batching import ExampleBuilder, PostDataset, collate
+from mqspn.batching import Example, ExampleBuilder, PostDataset, collate
 from mqspn.build import build_decoder, build_examples
 from mqspn.config import Config, DataConfig, DecodeConfig
 from mqspn.engine import predict_batches
@@ -97,12 +97,9 @@ class Predictor:
                    for i, r in enumerate(proposals)]
         return regions[:k]
 
-    def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
-                proposals: ProposalsArg = None, post_id: str = "input") -> Post:
-        """Predict the entities of one post. `text` is a string (split on white space) or a word list.
-
-        Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
-        """
+    def example(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                proposals: ProposalsArg = None, post_id: str = "input") -> Example:
+        """One post as a model input; every problem with the input is a `ValueError` here, before the model runs."""
         words = text_words(text)
         name = Path(image).name if isinstance(image, (str, Path)) else f"{post_id}.jpg"
         post = Post(post_id, words, [], image=name)
@@ -116,9 +113,29 @@ class Predictor:
             regions = self._regions(proposals, name)
             if pil is not None:
                 regions = fit_regions(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
-        example = self.builder().build(post, regions=regions, image=pil)
-        post.entities = predict_batches(self.model, [collate([example])], self.device, self.decoder, progress=False)[post_id]
-        return post
+        return self.builder().build(post, regions=regions, image=pil)
+
+    def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                proposals: ProposalsArg = None, post_id: str = "input") -> Post:
+        """Predict the entities of one post. `text` is a string (split on white space) or a word list.
+
+        Returns a `Post` whose `entities` are the predictions (each with at most one box and a score).
+        """
+        return self.predict_many([dict(text=text, image=image, proposals=proposals, post_id=post_id)])[0]
+
+    def predict_many(self, items: Sequence[dict]) -> list[Post]:
+        """Predict several posts in one model batch; each item holds the keyword arguments of `predict`.
+
+        Batching is what a server gains from concurrent requests; the answers equal one-by-one `predict`s.
+        """
+        examples = [self.example(**item) for item in items]
+        ids = [e.post.id for e in examples]
+        if len(set(ids)) < len(ids):
+            raise ValueError(f"predict_many: every item needs its own post_id, got {ids}")
+        entities = predict_batches(self.model, [collate(examples)], self.device, self.decoder, progress=False)
+        for example in examples:
+            example.post.entities = entities[example.post.id]
+        return [example.post for example in examples]
 
     def predict_posts(self, posts: Sequence[Post], data: Optional[DataConfig] = None,
                       proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None,

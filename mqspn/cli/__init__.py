@@ -5,16 +5,17 @@ import argparse
 import sys
 import warnings
 
-from mqspn.cli import data, demo, evaluate, predict, synth, train
+from mqspn.cli import data, demo, evaluate, predict, serve, synth, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqspn",
-        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation, the demo.",
+        description="Grounded multimodal NER (MQSPN): data tools, training, prediction, evaluation, serving, "
+                    "the demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, synth, train, predict, evaluate, demo):
+    for module in (data, synth, train, predict, evaluate, serve, demo):
         module.register(sub)
     return parser
 
