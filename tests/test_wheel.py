@@ -3,6 +3,7 @@ benchmark and a training run from a recipe shipped as package data."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -23,8 +24,12 @@ def run(cmd: list, cwd: Path) -> str:
 
 
 def test_the_wheel_runs_its_cli_synth_and_a_shipped_recipe_outside_the_checkout(tmp_path):
+    # Built from a copy: setuptools writes build/ beside the sources.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "demo_out", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis"))
     run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist",
-         REPO], cwd=tmp_path)
+         source], cwd=tmp_path)
     wheel = next((tmp_path / "dist").glob("mqspn-*.whl"))
     env = tmp_path / "env"
     venv.EnvBuilder(with_pip=True).create(env)
