@@ -147,7 +147,7 @@ def test_a_bad_dev_or_test_split_fails_before_the_first_epoch(synth, tmp_path, d
                 break
             lines[i] = lines[i].rsplit("\t", 1)[0] + "\tI-FOO"
         test_txt.write_text("\n".join(lines))
-        expected = r"test split: post \S+: entity type\(s\) \['FOO'\] not among the model's types"
+        expected = r"test split: \S+test\.txt:\d+: post \S+: entity type 'FOO' is not among the model's types"
     else:
         (data / "proposals" / f"{first_dev_id}.jpg.npz").unlink()
         expected = rf"dev split: .*{first_dev_id}\.jpg\.npz"
