@@ -97,9 +97,10 @@ class Predictor:
                    for i, r in enumerate(proposals)]
         return regions[:k]
 
-    def example(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
-                proposals: ProposalsArg = None, post_id: str = "input") -> Example:
-        """One post as a model input; every problem with the input is a `ValueError` here, before the model runs."""
+    def _prepare(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
+                 proposals: ProposalsArg = None, post_id: str = "input") -> tuple[Post, Example]:
+        """(the post as given, its model input); every problem with the input is a `ValueError` here, before
+        the model runs. The input's post may be cut to the encoder's limit; the post returned is whole."""
         words = text_words(text)
         name = Path(image).name if isinstance(image, (str, Path)) else f"{post_id}.jpg"
         post = Post(post_id, words, [], image=name)
@@ -113,7 +114,7 @@ class Predictor:
             regions = self._regions(proposals, name)
             if pil is not None:
                 regions = fit_regions(proposals, name, regions, pil.size, str(image) if isinstance(image, (str, Path)) else name)
-        return self.builder().build(post, regions=regions, image=pil)
+        return post, self.builder().build(post, regions=regions, image=pil)
 
     def predict(self, text: Union[str, Sequence[str]], image: Union[str, Path, Image.Image, None] = None,
                 proposals: ProposalsArg = None, post_id: str = "input") -> Post:
@@ -128,14 +129,15 @@ class Predictor:
 
         Batching is what a server gains from concurrent requests; the answers equal one-by-one `predict`s.
         """
-        examples = [self.example(**item) for item in items]
-        ids = [e.post.id for e in examples]
+        prepared = [self._prepare(**item) for item in items]
+        ids = [post.id for post, _ in prepared]
         if len(set(ids)) < len(ids):
             raise ValueError(f"predict_many: every item needs its own post_id, got {ids}")
-        entities = predict_batches(self.model, [collate(examples)], self.device, self.decoder, progress=False)
-        for example in examples:
-            example.post.entities = entities[example.post.id]
-        return [example.post for example in examples]
+        entities = predict_batches(self.model, [collate([example for _, example in prepared])], self.device,
+                                   self.decoder, progress=False)
+        for post, _ in prepared:
+            post.entities = entities[post.id]
+        return [post for post, _ in prepared]
 
     def predict_posts(self, posts: Sequence[Post], data: Optional[DataConfig] = None,
                       proposals: Optional[ProposalSource] = None, image_dir: Optional[Path] = None,
