@@ -45,10 +45,10 @@ def metric_lines(run_dir) -> list[dict]:
     return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
 
 
-@pytest.mark.parametrize("freeze_epochs", [0, -1], ids=["encoders-trained", "encoders-frozen-and-cached"])
+@pytest.mark.parametrize("freeze_text_epochs", [0, -1], ids=["encoders-trained", "encoders-frozen-and-cached"])
 def test_resume_after_epoch_1_gives_the_same_metrics_and_bit_identical_weights(synth, tmp_path, monkeypatch,
-                                                                               freeze_epochs):
-    cfg = tiny_run_config(synth, epochs=2, max_train_posts=48, freeze_epochs=freeze_epochs)
+                                                                               freeze_text_epochs):
+    cfg = tiny_run_config(synth, epochs=2, max_train_posts=48, freeze_text_epochs=freeze_text_epochs)
     whole = Run.start(cfg, tmp_path / "whole").run()
 
     real = trainer.train_one_epoch
