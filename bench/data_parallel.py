@@ -26,7 +26,7 @@ from side_by_side import DEFAULT_DATA, demo_config, report
 def timed_steps(cfg, out: Path, result: Path) -> None:
     """Worker: train the run's batches twice; the first process writes the seconds of the second pass."""
     run = Run.start(cfg, out)
-    run.model.set_encoders_frozen(True)
+    run.model.set_encoders_frozen(text=True, vision=True)
     replica = run.replica()
     for epoch in range(2):
         if hasattr(run.train_loader.sampler, "set_epoch"):

@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mqspn import state_file
-from mqspn.config import Config, ModelConfig
+from mqspn.config import Config, ModelConfig, fill_earlier_defaults
 
 #: 2: config.json holds model/loss/decode/data sections; 1 (still read): one model section with them all.
 FORMAT_VERSION = 2
@@ -205,7 +205,7 @@ def read_config(directory: str | Path) -> Config:
         raw = json.loads(path.read_text())
         if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
             raise ValueError("no model section")
-        sections = {name: raw[name] for name in SAVED_SECTIONS if name in raw}
+        sections = fill_earlier_defaults({name: raw[name] for name in SAVED_SECTIONS if name in raw})
         with warnings.catch_warnings():
             # Format 1 is a format of ours, not the user's config file: nothing for them to edit.
             warnings.simplefilter("ignore", FutureWarning)

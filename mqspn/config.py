@@ -18,7 +18,7 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import yaml
 
@@ -82,7 +82,11 @@ class ModelConfig:
     """The MQSPN network and nothing else: every field changes the weights or how they are used."""
 
     types: list[str] = field(default_factory=lambda: ["PER", "LOC", "ORG", "OTHER"])
-    type_prompts: dict[str, str] = field(default_factory=dict)  # type -> words in the type prompt
+    type_prompts: dict[str, str] = field(default_factory=dict)  # type -> words in the type prompt (paper: Person, ...)
+    # How the frozen encoder's [MASK] / question states enter the queries: none adds them as they are (paper,
+    # H_Q = H_Q^e + [H_Q^o]^d; needs text hidden == hidden_size) | frozen: a fixed random orthogonal map |
+    # trained: a trained linear map (the CPU recipes, whose small hidden size differs from the encoder's).
+    type_query_projection: str = "none"
     text_encoder: str = "tiny"  # tiny | minilm | <local HF model folder>
     vision_encoder: str = "cnn"  # cnn | clip:<local CLIP folder> | features | none
     ungroundable_slot: str = "blank"  # blank (encoding of a blank image, paper) | learned
@@ -112,6 +116,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_types(self, "model")
         _check_choice("model", self, "ungroundable_slot", ("blank", "learned"))
+        _check_choice("model", self, "type_query_projection", ("none", "frozen", "trained"))
         if not self.vision_encoder.startswith("clip:"):
             _check_choice("model", self, "vision_encoder", ("cnn", "features", "none"))
         if self.word_buckets < 0:
@@ -134,7 +139,9 @@ class LossConfig:
     loss_type: float = 1.0
     loss_boundary: float = 1.0
     loss_region: float = 1.0
-    null_weight: float = 0.1
+    # Weight of the null class in the type loss: a number, or adaptive (released code: N_gt / (B*u - N_gt)
+    # per batch, N_gt the matched queries), which keeps the matched and the null queries in balance.
+    null_weight: Union[float, str] = 0.1
     region_loss: str = "bce"  # bce over the k+1 slots (paper) | softmax (slots compete; multi-positive CE)
     max_targets: int = 0  # replicate the gold set up to this many targets (0: no replication)
     bipartite_matching: bool = True  # False: the "w/o bipartite matching" ablation (fixed order)
@@ -142,6 +149,12 @@ class LossConfig:
     def __post_init__(self) -> None:
         check_types(self, "loss")
         _check_choice("loss", self, "region_loss", ("bce", "softmax"))
+        if isinstance(self.null_weight, str):
+            self.null_weight = _yaml11_float(self.null_weight)
+        if isinstance(self.null_weight, str) and self.null_weight != "adaptive":
+            raise ValueError(f"loss.null_weight={self.null_weight!r}: expected a number or adaptive")
+        if not isinstance(self.null_weight, str) and self.null_weight < 0:
+            raise ValueError(f"loss.null_weight={self.null_weight}: expected a number >= 0 or adaptive")
 
 
 @dataclass
@@ -172,7 +185,10 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup: float = 0.05  # fraction of all steps
     clip_norm: float = 1.0
-    freeze_epochs: int = 5  # pretrained encoders frozen for these first epochs; -1: always frozen
+    # Each pretrained encoder is frozen for its first N epochs (-1: always frozen, and its outputs cached).
+    # Paper: the text encoder for 5 epochs, the visual encoder for the whole run.
+    freeze_text_epochs: int = 5
+    freeze_vision_epochs: int = -1
     finetune_layers: int = -1  # once released, train only the top N blocks of each pretrained encoder; -1: all
     crop_augment: bool = False  # mirror, shift and re-light each crop of a trained (not frozen) vision encoder
     seed: int = 47
@@ -186,7 +202,15 @@ class TrainConfig:
                 raise ValueError(f"train.{name}={getattr(self, name)}: expected at least 1")
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
-                             "to keep the encoders frozen use train.freeze_epochs=-1")
+                             "to keep an encoder frozen use train.freeze_text_epochs=-1 / freeze_vision_epochs=-1")
+        for name in ("freeze_text_epochs", "freeze_vision_epochs"):
+            if getattr(self, name) < -1:
+                raise ValueError(f"train.{name}={getattr(self, name)}: expected -1 (always frozen) or N >= 0 epochs")
+
+    def frozen_at(self, epoch: int) -> dict[str, bool]:
+        """Whether each pretrained encoder ("text", "vision") is frozen in `epoch` (0-based)."""
+        return {name: n < 0 or epoch < n for name, n in (("text", self.freeze_text_epochs),
+                                                          ("vision", self.freeze_vision_epochs))}
 
 
 CLASSES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "decode": DecodeConfig, "train": TrainConfig}
@@ -198,6 +222,11 @@ MOVED = {
     ("model", "crop_augment"): "train",
     ("model", "top_k"): "data",
 }
+#: Keys whose default changed, with the value older versions built with: a resolved config saved by one of
+#: them (a run's config.yaml, a model directory's config.json) lacks the key and means that value.
+EARLIER_DEFAULTS = {("model", "type_query_projection"): "trained"}
+#: Keys replaced by several new ones: (section, old key) -> the keys that each take its value.
+SPLIT = {("train", "freeze_epochs"): ("freeze_text_epochs", "freeze_vision_epochs")}
 
 
 @dataclass
@@ -223,6 +252,14 @@ class Config:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def fill_earlier_defaults(raw: dict) -> dict:
+    """A resolved config dict (saved by `mqspn train`) with the keys it lacks set as its version built them."""
+    for (section, key), value in EARLIER_DEFAULTS.items():
+        if isinstance(raw.get(section), dict):
+            raw[section] = {key: value, **raw[section]}
+    return raw
+
+
 def migrate(raw: Optional[dict], where: str) -> dict:
     """A copy of a raw config dict with the keys of the pre-split layout moved to their sections, each
     with a one-line FutureWarning. `data.regions` is dropped: it follows from model.vision_encoder."""
@@ -235,6 +272,17 @@ def migrate(raw: Optional[dict], where: str) -> dict:
             raise ValueError(f"{where}: {key} is set in both {old} and {new}; keep {new}.{key} only")
         raw[new] = dict(target or {}, **{key: raw[old].pop(key)})
         warnings.warn(f"{where}: {old}.{key} is now {new}.{key}; move it there", FutureWarning, stacklevel=2)
+    for (section, key), new_keys in SPLIT.items():
+        if not isinstance(raw.get(section), dict) or key not in raw[section]:
+            continue
+        both = [k for k in new_keys if k in raw[section]]
+        if both:
+            raise ValueError(f"{where}: {section}.{key} and {section}.{both[0]} are both set; keep "
+                             f"{' and '.join(f'{section}.{k}' for k in new_keys)} only")
+        value = raw[section].pop(key)
+        raw[section].update({k: value for k in new_keys})
+        warnings.warn(f"{where}: {section}.{key} is now {' and '.join(f'{section}.{k}' for k in new_keys)} "
+                      f"(set each to {value!r} to keep it); replace it", FutureWarning, stacklevel=2)
     data = raw.get("data")
     if isinstance(data, dict) and "regions" in data:
         regions = data.pop("regions")
@@ -286,9 +334,9 @@ def config_path(name: str | Path) -> Path:
                             f"(shipped: {', '.join(recipes())})")
 
 
-def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Config:
+def load_config(path: str | Path, overrides: Optional[list[str]] = None, resolved: bool = False) -> Config:
     """Read a YAML config (a path or a shipped recipe's name) and apply `section.key=value` overrides
-    (values parsed as YAML)."""
+    (values parsed as YAML). `resolved`: the file is a run's saved config (`fill_earlier_defaults`)."""
     path = config_path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -296,6 +344,8 @@ def load_config(path: str | Path, overrides: Optional[list[str]] = None) -> Conf
         raise ValueError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a mapping with {', '.join(SECTIONS)} sections")
+    if resolved:
+        fill_earlier_defaults(raw)
     for item in overrides or []:
         apply_override(raw, item)
     try:
@@ -313,7 +363,7 @@ def apply_override(raw: dict, item: str, sections: tuple[str, ...] = SECTIONS) -
     parts = key.strip().split(".")
     if len(parts) != 2 or parts[0] not in sections:
         raise ValueError(f"--set {item!r}: key must be <section>.<name> with section one of {', '.join(sections)}")
-    known = {f.name for f in fields(CLASSES[parts[0]])} | {k for (s, k) in MOVED if s == parts[0]}
+    known = {f.name for f in fields(CLASSES[parts[0]])} | {k for (s, k) in [*MOVED, *SPLIT] if s == parts[0]}
     if parts[0] == "data":
         known.add("regions")
     if parts[1] not in known:

@@ -192,7 +192,7 @@ class Run:
     @classmethod
     def resume(cls, out: str | Path) -> "Run":
         out = Path(out)
-        cfg = load_config(out / "config.yaml")
+        cfg = load_config(out / "config.yaml", resolved=True)
         required = ("optimizer", "scheduler", "generator", "rng", "epoch", "best")
         return cls(cfg, out, checkpoint.load_training_state(out / "last", required))
 
@@ -223,19 +223,16 @@ class Run:
         cached states depend, at the 1e-7 level, on the padding of the batch that computed them; encoded
         in the batches of the resumed epoch instead, they would make the weights drift from those of an
         uninterrupted run. (Crop encodings are computed per post, so they need no replay.)"""
-        if self.epoch == 0 or not (self.frozen_at(0) and self.frozen_at(self.epoch)):
+        frozen = self.cfg.train.frozen_at(self.epoch)
+        if self.epoch == 0 or not (self.cfg.train.frozen_at(0)["text"] and frozen["text"]):
             return
-        self.model.set_encoders_frozen(True, self.cfg.train.finetune_layers)
+        self.model.set_encoders_frozen(**frozen, top_layers=self.cfg.train.finetune_layers)
         first_epoch = train_loader(self.train_posts, self.builder, self.cfg, torch.Generator().manual_seed(self.cfg.train.seed))
         if isinstance(first_epoch.sampler, torch.utils.data.DistributedSampler):
             first_epoch.sampler.set_epoch(0)
         progress = self.cfg.train.progress and distributed.is_main()
         for batch in tqdm([*first_epoch, *self.dev_loader], desc="re-encoding frozen texts", leave=False, disable=not progress):
             self.model.encode_text(to_device(batch, self.device))
-
-    def frozen_at(self, epoch: int) -> bool:
-        f = self.cfg.train.freeze_epochs
-        return f < 0 or epoch < f
 
     def replica(self):
         """The module a training step runs: the model, or under several processes its DDP wrapper, rebuilt
@@ -257,10 +254,10 @@ class Run:
         progress = self.cfg.train.progress and main
         for epoch in range(self.epoch, self.cfg.train.epochs):
             start = time.time()
-            frozen = self.frozen_at(epoch)
-            self.model.set_encoders_frozen(frozen, self.cfg.train.finetune_layers)
+            frozen = self.cfg.train.frozen_at(epoch)
+            self.model.set_encoders_frozen(**frozen, top_layers=self.cfg.train.finetune_layers)
             # A frozen pretrained vision encoder is cached per crop: it must see the crops themselves.
-            self.augment.active = self.cfg.train.crop_augment and not (frozen and "vision" in self.model.pretrained_encoders())
+            self.augment.active = self.cfg.train.crop_augment and not self.model.frozen.get("vision", False)
             if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
                 self.train_loader.sampler.set_epoch(epoch)
             losses = train_one_epoch(self.replica(), self.criterion, self.train_loader, self.optimizer, self.scheduler,

@@ -38,7 +38,7 @@ def text_only_config(path: Path, root: Path, **data) -> Path:
     raw = {"data": {"root": str(root), **data},
            "model": {"text_encoder": "tiny", "vision_encoder": "none", "hidden_size": 32, "head_size": 16,
                      "num_heads": 2, "num_layers": 1, "num_queries": 8, "tiny_text_hidden": 32},
-           "train": {"epochs": 1, "batch_size": 4, "eval_batch_size": 8, "progress": False, "freeze_epochs": 0}}
+           "train": {"epochs": 1, "batch_size": 4, "eval_batch_size": 8, "progress": False, "freeze_text_epochs": 0}}
     path.write_text(yaml.safe_dump(raw))
     return path
 

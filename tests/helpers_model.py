@@ -13,6 +13,7 @@ from typing import Optional
 
 import torch
 from PIL import Image, ImageDraw
+from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from mqspn.batching import Example, collate
 from mqspn.build import build_criterion, build_examples as build_example_builder
@@ -27,9 +28,12 @@ FEATURE_DIM = 6
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    """The tiny test architecture (random-init tiny BERT, crop CNN, hidden 32, 2 layers, 8 queries)."""
+    """The tiny test architecture (random-init tiny BERT, crop CNN, hidden 32, 2 layers, 8 queries). Its type
+    queries go through a trained projection, as before the paper's identity became the default, so the
+    tests' trained models stay what they were."""
     base = ModelConfig(text_encoder="tiny", vision_encoder="cnn", hidden_size=32, head_size=16, num_heads=2,
-                       num_layers=2, num_queries=8, tiny_text_hidden=32, feature_dim=FEATURE_DIM)
+                       num_layers=2, num_queries=8, tiny_text_hidden=32, feature_dim=FEATURE_DIM,
+                       type_query_projection="trained")
     return dataclasses.replace(base, **overrides)
 
 
@@ -37,6 +41,15 @@ def tiny_model(seed: int = 0, **overrides) -> MQSPN:
     """A seeded tiny model; `overrides` are `ModelConfig` fields."""
     torch.manual_seed(seed)
     return MQSPN(tiny_config(**overrides))
+
+
+def save_tiny_clip(folder: Path) -> Path:
+    """A random-init CLIP vision tower (32 x 32 input, one block) saved as a local model folder."""
+    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(0)
+    CLIPVisionModel(config).save_pretrained(folder)
+    return folder
 
 
 def scene(size: tuple[int, int] = (120, 90), seed: int = 0) -> Image.Image:
@@ -113,7 +126,7 @@ def synth_dataset(base: Path, posts: int, seed: int, groundable_share: Optional[
 def tiny_run_config(root: Path, **train) -> Config:
     """A training configuration of the tiny model on a synthetic dataset at `root`; `train` overrides
     `TrainConfig` fields."""
-    settings = dict(epochs=2, batch_size=8, eval_batch_size=32, lr=3e-3, encoder_lr=3e-3, freeze_epochs=0,
+    settings = dict(epochs=2, batch_size=8, eval_batch_size=32, lr=3e-3, encoder_lr=3e-3, freeze_text_epochs=0,
                     seed=5, progress=False)
     settings.update(train)
     return Config(data=DataConfig(root=str(root)), model=tiny_config(feature_dim=64), train=TrainConfig(**settings))

@@ -6,9 +6,8 @@ import shutil
 
 import pytest
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
 
-from helpers_model import hand_batch, hand_posts, scene, tiny_model, train_step  # noqa: F401
+from helpers_model import hand_batch, hand_posts, save_tiny_clip, scene, tiny_model, train_step  # noqa: F401
 from mqspn import checkpoint
 from mqspn.checkpoint import from_pretrained, load_training_state, read_config, save_pretrained
 from mqspn.config import Config, DataConfig, DecodeConfig, LossConfig
@@ -111,10 +110,24 @@ def test_a_model_directory_of_format_1_still_loads_with_its_settings_in_their_ne
     assert_same_outputs(model, from_pretrained(old))
 
 
+def test_a_model_directory_saved_before_the_projection_switch_loads_with_its_trained_projection(saved, tmp_path):
+    model, directory = saved
+    old = tmp_path / "old"
+    shutil.copytree(directory, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["model"]["type_query_projection"]
+    (old / "config.json").write_text(json.dumps(config))
+    assert read_config(old).model.type_query_projection == "trained"
+    assert_same_outputs(model, from_pretrained(old))
+
+
 @pytest.mark.parametrize("overrides", [{"vision_encoder": "features"}, {"vision_encoder": "none"},
                                        {"learnable_queries": False, "use_type_queries": False},
-                                       {"ungroundable_slot": "learned", "type_uses_region": False}],
-                         ids=["features", "text-only", "handwritten-queries", "learned-slot"])
+                                       {"ungroundable_slot": "learned", "type_uses_region": False},
+                                       {"type_query_projection": "none"}, {"type_query_projection": "frozen"},
+                                       {"learnable_queries": False, "type_query_projection": "frozen"}],
+                         ids=["features", "text-only", "handwritten-queries", "learned-slot", "projection-none",
+                              "projection-frozen", "handwritten-frozen"])
 def test_round_trip_of_other_configurations(tmp_path, overrides):
     model = trained_a_little(tiny_model(seed=4, **overrides))
     loaded = from_pretrained(save_pretrained(model, tmp_path / "m"))
@@ -132,9 +145,7 @@ def test_fine_grained_type_names_survive_the_round_trip(tmp_path):
 @pytest.fixture
 def clip_model_dir(tmp_path):
     """(model, saved directory) of a tiny model over a random-init CLIP tower whose source folder is deleted."""
-    source = tmp_path / "clip"
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                     num_attention_heads=2, image_size=32, patch_size=8)).save_pretrained(source)
+    source = save_tiny_clip(tmp_path / "clip")
     model = trained_a_little(tiny_model(vision_encoder=f"clip:{source}"))
     directory = save_pretrained(model, tmp_path / "m")
     shutil.rmtree(source)

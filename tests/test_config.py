@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from mqspn.config import Config, config_path, load_config, recipes
+from mqspn.config import Config, TrainConfig, config_path, load_config, recipes
 
 DEMO = Path(__file__).resolve().parent.parent / "mqspn" / "configs" / "demo.yaml"
 
@@ -96,6 +96,37 @@ def test_an_old_data_regions_that_contradicts_the_vision_encoder_is_an_error(tmp
 def test_a_key_in_both_its_old_and_new_section_is_an_error():
     with pytest.raises(ValueError, match=r"top_k is set in both model and data; keep data.top_k only"):
         Config.from_dict({"model": {"top_k": 3}, "data": {"top_k": 4}})
+
+
+def test_the_old_freeze_epochs_sets_both_encoders_with_one_warning_naming_the_new_keys(tmp_path):
+    file = tmp_path / "old.yaml"
+    file.write_text("train:\n  freeze_epochs: 3\n")
+    with pytest.warns(FutureWarning) as caught:
+        cfg = load_config(file)
+    assert (cfg.train.freeze_text_epochs, cfg.train.freeze_vision_epochs) == (3, 3)
+    assert [str(w.message) for w in caught] == [
+        f"{file}: train.freeze_epochs is now train.freeze_text_epochs and train.freeze_vision_epochs "
+        "(set each to 3 to keep it); replace it"]
+    with pytest.raises(ValueError, match=r"train.freeze_epochs and train.freeze_vision_epochs are both set; keep "
+                                         r"train.freeze_text_epochs and train.freeze_vision_epochs only"):
+        load_config(file, ["train.freeze_vision_epochs=-1"])
+
+
+def test_each_encoder_is_frozen_for_its_own_epochs():
+    train = TrainConfig(freeze_text_epochs=2, freeze_vision_epochs=-1)
+    assert [train.frozen_at(e) for e in (0, 1, 2, 49)] == [{"text": True, "vision": True}] * 2 + [
+        {"text": False, "vision": True}] * 2
+    assert TrainConfig(freeze_text_epochs=0, freeze_vision_epochs=0).frozen_at(0) == {"text": False, "vision": False}
+    with pytest.raises(ValueError, match=r"train.freeze_vision_epochs=-2: expected -1 \(always frozen\) or N >= 0"):
+        TrainConfig(freeze_vision_epochs=-2)
+
+
+def test_a_saved_run_config_without_the_projection_key_means_the_trained_projection(tmp_path):
+    # Written before model.type_query_projection existed: its models were built with a trained projection.
+    file = tmp_path / "config.yaml"
+    file.write_text("model:\n  hidden_size: 32\n")
+    assert load_config(file, resolved=True).model.type_query_projection == "trained"
+    assert load_config(file).model.type_query_projection == "none"  # a user's file gets today's default
 
 
 def test_region_mode_follows_the_vision_encoder():

@@ -8,7 +8,7 @@ from helpers_model import hand_batch, tiny_config, tiny_model, train_step  # noq
 from mqspn.build import build_criterion
 from mqspn.config import LossConfig
 from mqspn.engine import weighted_total
-from mqspn.model.criterion import SetCriterion, replicate_targets
+from mqspn.model.criterion import SetCriterion, adaptive_null_weight, replicate_targets
 from mqspn.model.matcher import HungarianMatcher
 from mqspn.model.region_scoring import RegionScoring
 
@@ -199,3 +199,33 @@ def test_gradients_reach_every_trainable_parameter(overrides):
     missing = sorted(name for name, p in trainable.items() if p.grad is None and name not in UNUSED)
     zero = sorted(name for name, p in trainable.items() if p.grad is not None and not p.grad.abs().sum() > 0)
     assert missing == [] and zero == []
+
+
+def test_adaptive_null_weight_is_matched_over_unmatched_queries_of_the_batch():
+    # 2 posts x 8 queries, 3 of them matched: the null class weighs 3 / (16 - 3), as in the released code.
+    u, n, k1 = 8, 6, 4
+    targets = targets_for(n, k1)
+    out = head_outputs(2, u, n, k1, seed=3, layers=1)["layers"][0]
+    indices = [(torch.tensor([5, 1]), torch.tensor([0, 1])), (torch.tensor([2]), torch.tensor([0]))]
+    loss = criterion(null_weight="adaptive").loss_type(out, targets, indices)["loss_type"]
+    labels = torch.full((2, u), P)
+    labels[0, 5], labels[0, 1], labels[1, 2] = 0, 1, 3
+    logp = out["type_logits"].log_softmax(-1)
+    nll = -logp.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    weight = torch.where(labels == P, torch.tensor(3 / 13), torch.tensor(1.0))
+    torch.testing.assert_close(loss, (weight * nll).sum() / weight.sum())
+    assert adaptive_null_weight(3, 16) == 3 / 13
+    # One class only (no entity in the batch, or every query matched): any weight gives the plain mean.
+    assert adaptive_null_weight(0, 16) == adaptive_null_weight(16, 16) == 1.0
+    empty = [(torch.tensor([], dtype=torch.int64), torch.tensor([], dtype=torch.int64))] * 2
+    torch.testing.assert_close(criterion(null_weight="adaptive").loss_type(out, targets, empty)["loss_type"],
+                               -logp[..., P].mean())
+
+
+@pytest.mark.parametrize("value, message", [("often", "null_weight='often': expected a number or adaptive"),
+                                            (-0.5, "null_weight=-0.5: expected a number >= 0")])
+def test_null_weight_is_a_number_or_adaptive(value, message):
+    assert LossConfig(null_weight="adaptive").null_weight == "adaptive"
+    assert LossConfig(null_weight="1e-2").null_weight == 0.01  # YAML 1.1 reads 1e-2 as a string
+    with pytest.raises(ValueError, match=message):
+        LossConfig(null_weight=value)

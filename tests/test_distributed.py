@@ -37,8 +37,8 @@ def fail_in_process_1() -> None:
 
 @pytest.fixture(scope="module")
 def two_process_run(synth, tmp_path_factory):
-    # Encoders frozen in epoch 1 and released in epoch 2: the DDP wrapper must follow the change.
-    cfg = tiny_run_config(synth, epochs=2, batch_size=8, freeze_epochs=1)
+    # The text encoder frozen in epoch 1 and released in epoch 2: the DDP wrapper must follow the change.
+    cfg = tiny_run_config(synth, epochs=2, batch_size=8, freeze_text_epochs=1)
     out = tmp_path_factory.mktemp("ddp") / "run"
     distributed.launch(train_and_digest, 2, cfg, out)
     return out

@@ -5,15 +5,15 @@ import dataclasses
 
 import pytest
 import torch
-from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from helpers_model import (
-    build_examples, hand_batch, hand_posts, tiny_config, tiny_model, train_step,
+    build_examples, hand_batch, hand_posts, save_tiny_clip, tiny_config, tiny_model, train_step,
 )
 from mqspn.batching import collate
 from mqspn.config import LossConfig, ModelConfig, TrainConfig
 from mqspn.model.decode import Decoder
 from mqspn.model.mqspn import MQSPN
+from mqspn.model.queries import QUESTIONS, TYPE_PROMPT, QuerySet, handwritten_questions, type_words
 from mqspn.transforms import CropAugment, augment_crops
 from mqspn.types import Region
 
@@ -118,6 +118,9 @@ SWITCHES = {
     "word-shape": {"word_shape": True},
     "word-buckets": {"word_buckets": 64},
     "learned-ungroundable-slot": {"ungroundable_slot": "learned"},
+    "projection-none": {"type_query_projection": "none"},
+    "projection-frozen": {"type_query_projection": "frozen"},
+    "handwritten-queries-frozen-projection": {"learnable_queries": False, "type_query_projection": "frozen"},
     "features": {"vision_encoder": "features"},
     "text-only": {"vision_encoder": "none"},
 }
@@ -222,7 +225,7 @@ def test_frozen_text_encoder_is_cached_and_gives_the_same_outputs():
     batch = hand_batch(model)
     with torch.no_grad():
         reference = model(batch)
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(text=True, vision=True)
     model.train()
     assert model.text_encoder.training is False, "a frozen encoder must run without dropout"
     assert not any(p.requires_grad for p in model.text_encoder.parameters())
@@ -241,11 +244,11 @@ def test_frozen_text_encoder_is_cached_and_gives_the_same_outputs():
     model(collate(build_examples(model, [hand_posts()[1], (new, regions)])))
     assert rows.rows == 4
     # The trainer freezes again at every epoch; an encoder that stays frozen keeps its cache.
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(text=True, vision=True)
     model(batch)
     assert rows.rows == 4, "freezing an already frozen encoder dropped its cache"
-    model.set_encoders_frozen(False)
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(text=False, vision=False)
+    model.set_encoders_frozen(text=True, vision=True)
     model(batch)
     assert rows.rows == 7, "a released and frozen again encoder has new weights: its cache must be new"
 
@@ -253,12 +256,12 @@ def test_frozen_text_encoder_is_cached_and_gives_the_same_outputs():
 def test_frozen_encoders_get_no_gradient_and_released_ones_train_again():
     model = tiny_model()
     batch = hand_batch(model)
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(text=True, vision=True)
     model.train()
     train_step(model, batch)
     assert all(p.grad is None for p in model.text_encoder.parameters())
     assert model.text_proj[0].weight.grad is not None
-    model.set_encoders_frozen(False)
+    model.set_encoders_frozen(text=False, vision=False)
     model.train()
     assert model.text_encoder.training
     rows = text_rows_counter(model)
@@ -269,7 +272,7 @@ def test_frozen_encoders_get_no_gradient_and_released_ones_train_again():
 
 def test_released_with_top_layers_only_the_top_blocks_train():
     model = tiny_model()  # the tiny text encoder has 2 blocks
-    model.set_encoders_frozen(False, top_layers=1)
+    model.set_encoders_frozen(text=False, vision=False, top_layers=1)
     model.train()
     train_step(model, hand_batch(model))
     backbone = model.text_encoder.backbone
@@ -278,10 +281,10 @@ def test_released_with_top_layers_only_the_top_blocks_train():
     assert not any(p.requires_grad for p in backbone.embeddings.parameters())
     assert not any(p.requires_grad for p in backbone.encoder.layer[0].parameters())
     assert all(p.requires_grad for p in backbone.encoder.layer[1].parameters())
-    model.set_encoders_frozen(False)  # -1: every block trains again
+    model.set_encoders_frozen(text=False, vision=False)  # -1: every block trains again
     assert all(p.requires_grad for p in backbone.parameters())
     with pytest.raises(ValueError, match=r"finetune_layers=3: the text encoder has 2 layers \(use 1..2 or -1\)"):
-        model.set_encoders_frozen(False, top_layers=3)
+        model.set_encoders_frozen(text=False, vision=False, top_layers=3)
 
 
 @pytest.mark.parametrize("value", [0, -2])
@@ -292,13 +295,7 @@ def test_finetune_layers_must_be_all_or_positive(value):
 
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory):
-    """A random-init CLIP vision tower (32 x 32 input) saved as a local model folder."""
-    folder = tmp_path_factory.mktemp("clip")
-    config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
-    torch.manual_seed(0)
-    CLIPVisionModel(config).save_pretrained(folder)
-    return folder
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))
 
 
 def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip):
@@ -307,7 +304,7 @@ def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip
     assert batch["crops"].shape == (9, 3, 32, 32)
     with torch.no_grad():
         reference = model(batch)
-    model.set_encoders_frozen(True)
+    model.set_encoders_frozen(text=True, vision=True)
     crops = CallCounter(model.vision_encoder.tower.get_input_embeddings())  # the patch convolution
     first = model(batch)
     rows_first = crops.rows
@@ -322,3 +319,97 @@ def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip
     moved = [Region((r.box[0] + 1, r.box[1], r.box[2], r.box[3])) for r in regions]
     model(collate(build_examples(model, [(post, moved)])))
     assert crops.rows == rows_first + 1 + 3 + 1
+
+
+def test_released_text_encoder_trains_while_the_frozen_vision_encoder_keeps_its_cache(tiny_clip):
+    # The paper's schedule after epoch 5: BERT fine-tuned, CLIP frozen for the whole run.
+    model = tiny_model(vision_encoder=f"clip:{tiny_clip}")
+    batch = hand_batch(model)
+    model.set_encoders_frozen(text=True, vision=True)
+    crops = CallCounter(model.vision_encoder.tower.get_input_embeddings())
+    model.train()
+    train_step(model, batch)
+    assert crops.rows == 9 + 1  # the candidates, then the blank image of the ungroundable slot
+    model.set_encoders_frozen(text=False, vision=True)
+    model.train()
+    assert model.text_encoder.training and not model.vision_encoder.training
+    rows = text_rows_counter(model)
+    train_step(model, batch)
+    assert crops.rows == 9 + 1 + 1, "releasing the text encoder dropped the frozen vision encoder's cache"
+    assert rows.rows == 3, "a released text encoder runs on every step"
+    assert model.text_encoder.backbone.embeddings.word_embeddings.weight.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.vision_encoder.parameters())
+
+
+class PromptRecorder:
+    """Stands for the text encoder in `QuerySet.compute_prompts`: records the sentences it is given and
+    answers with a vector per sentence (its index, so each state is recognisable)."""
+
+    def __init__(self, hidden: int) -> None:
+        self.hidden, self.sentences = hidden, []
+        self.tokenizer = type("Tokenizer", (), {"mask_token": "[MASK]"})()
+
+    def encode_sentence_token(self, text: str, token: str) -> torch.Tensor:
+        return self.encode_sentence(text)
+
+    def encode_sentence(self, text: str) -> torch.Tensor:
+        self.sentences.append(text)
+        return torch.full((self.hidden,), float(len(self.sentences)))
+
+
+def test_the_type_prompt_spells_the_type_in_words():
+    words = type_words(["PER", "LOC", "ORG", "OTHER"],
+                       {"PER": "Person", "LOC": "Location", "ORG": "Organization", "OTHER": "Others"})
+    recorder = PromptRecorder(8)
+    QuerySet(8, 4, 8, 8).compute_prompts(recorder, words)
+    assert recorder.sentences == [TYPE_PROMPT.format(w) for w in ("Person", "Location", "Organization", "Others")]
+    assert recorder.sentences[0] == "Person is an entity type about [MASK] ."
+    assert type_words(["sports_team"], {}) == ["sports team"]  # unmapped: the tag in words
+    with pytest.raises(ValueError, match=r"model.type_prompts names \['PERSON'\]"):
+        type_words(["PER"], {"PERSON": "Person"})
+
+
+@pytest.mark.parametrize("u, p", [(60, 4), (64, 8), (8, 4), (51, 51)])
+def test_handwritten_questions_are_distinct_and_each_asks_about_its_type(u, p):
+    words = [f"type{i}" for i in range(p)]
+    questions = handwritten_questions(words, u)
+    assert len(questions) == len(set(questions)) == u
+    # Query j carries type j mod p, as the tiled type queries do.
+    assert all(words[j % p] in q and sum(w in q.split() for w in words) == 1 for j, q in enumerate(questions))
+    with pytest.raises(ValueError, match="lower model.num_queries"):
+        handwritten_questions(words, p * (len(QUESTIONS) + 1))
+
+
+def test_without_learnable_queries_the_u_queries_are_u_distinct_encoded_questions():
+    recorder = PromptRecorder(8)
+    queries = QuerySet(8, 4, 8, 8, use_type_queries=False, learnable=False)
+    queries.compute_prompts(recorder, ["person", "location", "organization", "others"])
+    assert len(set(recorder.sentences)) == 8
+    assert queries(1)[0, :, 0].tolist() == [float(i) for i in range(1, 9)]  # identity: the states as encoded
+
+
+def test_projection_none_adds_the_mask_state_exactly_frozen_never_trains_trained_does():
+    mask_states = torch.randn(4, 16)
+    for kind in ("none", "frozen", "trained"):
+        torch.manual_seed(0)
+        queries = QuerySet(8, 4, 16, 16, projection=kind)
+        queries.type_states.copy_(mask_states)
+        out = queries(2)
+        if kind == "none":
+            assert torch.equal(out[0], queries.entity + mask_states.repeat(2, 1))
+        out.sum().backward()
+        trained = [name for name, p in queries.named_parameters() if p.grad is not None]
+        assert trained == (["entity", "project.weight", "project.bias"] if kind == "trained" else ["entity"]), kind
+    frozen = QuerySet(8, 4, 32, 16, projection="frozen")  # text states of 16 into queries of 32
+    assert "project.weight" in dict(frozen.named_buffers())  # a buffer: saved, never optimised
+    weight = frozen.project.weight
+    torch.testing.assert_close(weight.T @ weight, torch.eye(16))  # orthogonal: keeps norms and angles
+
+
+def test_projection_none_needs_the_text_encoder_size():
+    with pytest.raises(ValueError, match=r"type_query_projection=none .* \(size 32\) .*model.hidden_size=16\b.*"
+                                         r"set model.hidden_size=32, or model.type_query_projection to frozen or trained"):
+        tiny_model(hidden_size=16, type_query_projection="none")
+    tiny_model(hidden_size=16, type_query_projection="none", use_type_queries=False)  # no [MASK] state to add
+    with pytest.raises(ValueError, match="type_query_projection='linear'"):
+        ModelConfig(type_query_projection="linear")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import GMNER_DIR, REAL_SAMPLES, needs_shared
+from helpers_data import GOOD, write_dataset
 from helpers_model import scene, tiny_model  # noqa: F401
 from mqspn.checkpoint import save_pretrained
 from mqspn.cli import main
@@ -225,3 +228,26 @@ def test_argument_errors_come_before_the_model_is_loaded(args, expected, monkeyp
     monkeypatch.setattr(Predictor, "from_pretrained", no_load)
     code, out, err = run_cli(capsys, "--model", "unused", *args)
     assert code == 2 and expected in err, err
+
+
+def test_predict_on_a_split_reads_the_proposal_folder_saved_with_the_model(tmp_path, capsys):
+    # A model trained with data.proposals: vinvl (the twitter-gmner recipe) reads DIR/vinvl under --data DIR.
+    saved = Config(data=DataConfig(top_k=TOP_K, proposals="vinvl"))
+    model = save_pretrained(tiny_model(seed=0).eval(), tmp_path / "model", saved)
+    root = write_dataset(tmp_path / "d", {"test": GOOD.format(id="a") + GOOD.format(id="b")})
+    (root / "images").mkdir()
+    (root / "vinvl").mkdir()
+    for seed, post_id in enumerate("ab"):
+        scene(seed=seed).save(root / "images" / f"{post_id}.jpg")
+        np.savez(root / "vinvl" / f"{post_id}.jpg.npz", bounding_boxes=np.array(BOXES, dtype=np.float32),
+                 scores=np.linspace(0.9, 0.5, len(BOXES)))
+    args = ["--model", str(model), "--data", str(root), "--split", "test", "--out", str(tmp_path / "f.jsonl"),
+            "--no-progress"]
+    code, out, err = run_cli(capsys, *args)
+    assert code == 0, err
+    lines = [json.loads(line) for line in (tmp_path / "f.jsonl").read_text().splitlines()]
+    assert [line["id"] for line in lines] == ["a", "b"]
+    assert all(e["box"] is None or e["box"] in BOXES for line in lines for e in line["entities"])
+    shutil.rmtree(root / "vinvl")  # the folder it read, and no other (DIR/proposals never existed)
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and f"proposal folder {root / 'vinvl'} not found" in err

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers_model import hand_batch, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
+from helpers_model import hand_batch, save_tiny_clip, synth_dataset, tiny_model, tiny_run_config  # noqa: F401
 from mqspn import trainer
 from mqspn.config import TrainConfig
 from mqspn.data.datasets import read_split
@@ -45,10 +45,10 @@ def metric_lines(run_dir) -> list[dict]:
     return [{k: v for k, v in line.items() if k != "seconds"} for line in lines]
 
 
-@pytest.mark.parametrize("freeze_epochs", [0, -1], ids=["encoders-trained", "encoders-frozen-and-cached"])
+@pytest.mark.parametrize("freeze_text_epochs", [0, -1], ids=["encoders-trained", "encoders-frozen-and-cached"])
 def test_resume_after_epoch_1_gives_the_same_metrics_and_bit_identical_weights(synth, tmp_path, monkeypatch,
-                                                                               freeze_epochs):
-    cfg = tiny_run_config(synth, epochs=2, max_train_posts=48, freeze_epochs=freeze_epochs)
+                                                                               freeze_text_epochs):
+    cfg = tiny_run_config(synth, epochs=2, max_train_posts=48, freeze_text_epochs=freeze_text_epochs)
     whole = Run.start(cfg, tmp_path / "whole").run()
 
     real = trainer.train_one_epoch
@@ -161,3 +161,29 @@ def test_a_bad_dev_or_test_split_fails_before_the_first_epoch(synth, tmp_path, d
 def test_non_positive_epochs_and_batch_sizes_are_refused_by_name(key):
     with pytest.raises(ValueError, match=rf"train.{key}=0: expected at least 1"):
         TrainConfig(**{key: 0})
+
+
+def test_paper_freezing_never_trains_clip_and_releases_the_text_encoder_after_its_epochs(synth, tmp_path):
+    # The paper's schedule in small: text encoder frozen for 1 epoch then fine-tuned, CLIP frozen throughout.
+    clip = save_tiny_clip(tmp_path / "clip")
+    cfg = tiny_run_config(synth, epochs=2, max_train_posts=32, freeze_text_epochs=1, freeze_vision_epochs=-1,
+                          crop_augment=True)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vision_encoder=f"clip:{clip}"))
+    run = Run.start(cfg, tmp_path / "run")
+    tower = run.model.vision_encoder.tower
+    initial = {k: v.clone() for k, v in tower.state_dict().items()}
+    steps = []
+
+    def before_step(optimizer, args, kwargs):
+        steps.append({"vision": [p.grad for p in tower.parameters() if p.grad is not None],
+                      "text": any(p.grad is not None and p.grad.abs().sum() > 0 for p in run.model.text_encoder.parameters()),
+                      "augment": run.augment.active})
+
+    run.optimizer.register_step_pre_hook(before_step)
+    run.run()
+    per_epoch = len(run.train_loader)
+    assert len(steps) == 2 * per_epoch
+    assert all(step["vision"] == [] for step in steps), "the frozen CLIP tower got a gradient"
+    assert [step["text"] for step in steps] == [False] * per_epoch + [True] * per_epoch
+    assert not any(step["augment"] for step in steps), "crops were augmented for a frozen, cached CLIP tower"
+    assert all(torch.equal(v, initial[k]) for k, v in tower.state_dict().items())

@@ -20,6 +20,14 @@ def replicate_targets(target: dict, max_targets: int, num_queries: int) -> dict:
     return {key: value.repeat(times, *([1] * (value.dim() - 1))) for key, value in target.items()}
 
 
+def adaptive_null_weight(num_matched: int, num_queries: int) -> float:
+    """The null class's weight for a batch of `num_queries` (B x u) queries of which `num_matched` have a
+    target (`loss.null_weight: adaptive`, the released code's N_gt / (B*u - N_gt)): the unmatched queries
+    together weigh as much as the matched ones. A batch whose queries are all null or all matched has one
+    class only, and any weight gives the same mean: 1 (the formula would divide 0 by 0)."""
+    return num_matched / (num_queries - num_matched) if 0 < num_matched < num_queries else 1.0
+
+
 def layer_suffix(layer: int, num_layers: int) -> str:
     """The suffix of a layer's loss names: none for the last QFNet layer, `_<l>` for earlier ones."""
     return "" if layer == num_layers - 1 else f"_{layer}"
@@ -35,14 +43,15 @@ class SetCriterion(torch.nn.Module):
     indices from the matcher) and returning {"loss_<name>": scalar}.
     """
 
-    def __init__(self, num_types: int, matcher: HungarianMatcher, scoring: RegionScoring, null_weight: float = 0.1,
-                 max_targets: int = 0, losses: tuple[str, ...] = LOSSES) -> None:
+    def __init__(self, num_types: int, matcher: HungarianMatcher, scoring: RegionScoring,
+                 null_weight: float | str = 0.1, max_targets: int = 0, losses: tuple[str, ...] = LOSSES) -> None:
         super().__init__()
         self.matcher, self.scoring = matcher, scoring
         self.max_targets = max_targets
         self.losses = losses
+        self.adaptive_null = null_weight == "adaptive"
         weight = torch.ones(num_types + 1)
-        weight[-1] = null_weight
+        weight[-1] = 1.0 if self.adaptive_null else null_weight
         self.register_buffer("type_weight", weight)
 
     def loss_type(self, outputs: dict, targets: list[dict], indices) -> dict[str, torch.Tensor]:
@@ -52,7 +61,11 @@ class SetCriterion(torch.nn.Module):
         type_target = torch.full((b, u), c - 1, dtype=torch.int64, device=type_logits.device)
         for i, ((pred, tgt), target) in enumerate(zip(indices, targets)):
             type_target[i, pred] = target["types"][tgt]
-        return {"loss_type": F.cross_entropy(type_logits.flatten(0, 1).float(), type_target.flatten(), weight=self.type_weight)}
+        weight = self.type_weight
+        if self.adaptive_null:
+            weight = weight.clone()
+            weight[-1] = adaptive_null_weight(sum(len(pred) for pred, _ in indices), b * u)
+        return {"loss_type": F.cross_entropy(type_logits.flatten(0, 1).float(), type_target.flatten(), weight=weight)}
 
     def loss_boundary(self, outputs: dict, targets: list[dict], indices) -> dict[str, torch.Tensor]:
         """BCE of each matched query's start and end probabilities against one-hot gold words."""

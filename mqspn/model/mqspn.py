@@ -57,7 +57,7 @@ class MQSPN(nn.Module):
             # Feature and text-only modes have no image to blank out: the slot is learned.
             self.ungroundable = nn.Parameter(torch.randn(h) * 0.02)
         self.queries = QuerySet(cfg.num_queries, len(cfg.types), h, self.text_encoder.hidden_size, cfg.query_init_std,
-                                cfg.use_type_queries, cfg.learnable_queries)
+                                cfg.use_type_queries, cfg.learnable_queries, cfg.type_query_projection)
         if pretrained:
             self.queries.compute_prompts(self.text_encoder, type_words(cfg.types, cfg.type_prompts))
         self.qfnet = QFNet(cfg.num_layers, h, cfg.num_heads, cfg.dropout, use_cross_attention=cfg.use_cross_attention,
@@ -65,7 +65,7 @@ class MQSPN(nn.Module):
         self.heads = MSPHeads(h, cfg.head_size, len(cfg.types), cfg.bilinear_scores, cfg.type_uses_region,
                               cfg.region_uses_span)
         self._caches = {"text": FrozenCache(), "vision": FrozenCache()}
-        self.frozen = False
+        self.frozen = {name: False for name in self.pretrained_encoders()}
 
     @property
     def crop_size(self) -> int:
@@ -79,25 +79,28 @@ class MQSPN(nn.Module):
             encoders["vision"] = self.vision_encoder
         return encoders
 
-    def set_encoders_frozen(self, frozen: bool, top_layers: int = -1) -> None:
-        """Freeze (or release) the pretrained encoders. Frozen encoders run in eval mode and are cached.
-        Released with `top_layers` = N >= 1, only the top N blocks of each encoder (and what follows
-        them, e.g. a final norm) train: the backward pass stops there, so a step costs much less."""
+    def set_encoders_frozen(self, *, text: bool, vision: bool, top_layers: int = -1) -> None:
+        """Freeze (or release) each pretrained encoder; `vision` is ignored when the vision encoder is not a
+        pretrained one (a CNN trained from scratch, features, none). Frozen encoders run in eval mode and
+        are cached. Released with `top_layers` = N >= 1, only the top N blocks of an encoder (and what
+        follows them, e.g. a final norm) train: the backward pass stops there, so a step costs much less."""
+        wanted = {"text": text, "vision": vision}
         for name, module in self.pretrained_encoders().items():
+            frozen = wanted[name]
             module.requires_grad_(not frozen)
             if not frozen and top_layers >= 0:
                 freeze_below_top_layers(module, top_layers, name)
-            if frozen != self.frozen:
+            if frozen != self.frozen[name]:
                 # Cached outputs stay valid while the encoder stays frozen: the trainer calls this every
                 # epoch, and re-encoding every post each epoch cost a third of a demo epoch.
                 self._caches[name] = FrozenCache()
-        self.frozen = frozen
+            self.frozen[name] = frozen
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen:
-            for module in self.pretrained_encoders().values():
+        for name, module in self.pretrained_encoders().items():
+            if self.frozen[name]:
                 module.eval()  # no dropout in a frozen encoder: its cached outputs must be deterministic
         return self
 
@@ -106,7 +109,7 @@ class MQSPN(nn.Module):
         """-> [B, n, H] word states of the text encoder; computed once per post while it is frozen."""
         n = batch["word_mask"].shape[1]
         args = (batch["input_ids"], batch["attention_mask"], batch["word_index"])
-        if not (self.frozen and "text" in self.pretrained_encoders()):
+        if not self.frozen["text"]:
             return self.text_encoder(*args, n)
 
         def compute(rows):
@@ -123,7 +126,7 @@ class MQSPN(nn.Module):
         if self.config.vision_encoder == "features":
             return self.region_proj(batch["region_features"])
         crops = batch["crops"]
-        if not (self.frozen and "vision" in self.pretrained_encoders()):
+        if not self.frozen.get("vision", False):
             return self.region_proj(self.vision_encoder(crops))
         bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
 
