@@ -177,6 +177,8 @@ class TrainConfig:
     crop_augment: bool = False  # mirror, shift and re-light each crop of a trained (not frozen) vision encoder
     seed: int = 47
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
+    grad_accumulation: int = 1  # micro-batches per optimizer step; each holds batch_size / N posts
+    precision: str = "fp32"  # fp32 | bf16 (torch.autocast on CUDA and CPU)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -187,6 +189,15 @@ class TrainConfig:
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
                              "to keep the encoders frozen use train.freeze_epochs=-1")
+        self._check_speed_keys()
+
+    def _check_speed_keys(self) -> None:
+        _check_choice("train", self, "precision", ("fp32", "bf16"))
+        if self.grad_accumulation < 1:
+            raise ValueError(f"train.grad_accumulation={self.grad_accumulation}: expected at least 1")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"train.batch_size={self.batch_size} does not split into "
+                             f"train.grad_accumulation={self.grad_accumulation} micro-batches; use a multiple of it")
 
 
 CLASSES = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "decode": DecodeConfig, "train": TrainConfig}
