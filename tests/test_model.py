@@ -312,8 +312,8 @@ def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip
     first = model(batch)
     rows_first = crops.rows
     again = model(batch)
-    # The ungroundable slot (one blank image) is encoded on each pass; the 9 candidate crops only once.
-    assert rows_first == 9 + 1 and crops.rows == rows_first + 1
+    # The ungroundable slot (one blank image) and the 9 candidate crops are encoded once.
+    assert rows_first == 9 + 1 and crops.rows == rows_first
     for key in HEAD_KEYS:
         torch.testing.assert_close(first["layers"][-1][key], reference["layers"][-1][key], atol=1e-5, rtol=1e-4)
         assert torch.equal(first["layers"][-1][key], again["layers"][-1][key])
@@ -321,4 +321,20 @@ def test_frozen_clip_region_encoder_is_cached_per_image_and_candidates(tiny_clip
     (post, regions), _, _ = hand_posts()
     moved = [Region((r.box[0] + 1, r.box[1], r.box[2], r.box[3])) for r in regions]
     model(collate(build_examples(model, [(post, moved)])))
-    assert crops.rows == rows_first + 1 + 3 + 1
+    assert crops.rows == rows_first + 3
+
+
+def test_a_trained_clip_encoder_sees_the_blank_image_and_all_crops_in_one_call(tiny_clip):
+    model = tiny_model(vision_encoder=f"clip:{tiny_clip}").eval()
+    batch = hand_batch(model)
+    calls = []
+    model.vision_encoder.register_forward_hook(lambda module, args, output: calls.append(len(args[0])))
+    with torch.no_grad():
+        together = model(batch)
+    assert calls == [1 + 9]
+    # Encoded apart, as the frozen path does, the outputs agree.
+    model.set_encoders_frozen(True)
+    with torch.no_grad():
+        apart = model(batch)
+    for key in HEAD_KEYS:
+        torch.testing.assert_close(together["layers"][-1][key], apart["layers"][-1][key], atol=1e-5, rtol=1e-4)
