@@ -189,9 +189,9 @@ class TrainConfig:
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
                              "to keep the encoders frozen use train.freeze_epochs=-1")
-        self._check_speed_keys()
+        self._check_accumulation_and_precision()
 
-    def _check_speed_keys(self) -> None:
+    def _check_accumulation_and_precision(self) -> None:
         _check_choice("train", self, "precision", ("fp32", "bf16"))
         if self.grad_accumulation < 1:
             raise ValueError(f"train.grad_accumulation={self.grad_accumulation}: expected at least 1")

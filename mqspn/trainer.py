@@ -76,8 +76,9 @@ def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[t
 
 
 def train_loader(posts, builder, cfg: Config, generator: torch.Generator, transform=None):
-    """Shuffled training batches; under N processes each takes batch_size / N posts of every batch
-    (a sampler seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
+    """Shuffled training batches of batch_size / grad_accumulation posts (the micro-batches of a step);
+    under N processes each takes 1 / N of every one (a sampler seeded by seed and epoch: call
+    `sampler.set_epoch`), so the global batch stays the same."""
     world = distributed.world_size()
     micro = cfg.train.batch_size // cfg.train.grad_accumulation  # train.grad_accumulation micro-batches per step
     if world == 1:
