@@ -193,6 +193,8 @@ class TrainConfig:
     crop_augment: bool = False  # mirror, shift and re-light each crop of a trained (not frozen) vision encoder
     seed: int = 47
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
+    grad_accumulation: int = 1  # micro-batches per optimizer step; each holds batch_size / N posts
+    precision: str = "fp32"  # fp32 | bf16 (torch.autocast on CUDA and CPU)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -206,6 +208,15 @@ class TrainConfig:
         for name in ("freeze_text_epochs", "freeze_vision_epochs"):
             if getattr(self, name) < -1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: expected -1 (always frozen) or N >= 0 epochs")
+        self._check_accumulation_and_precision()
+
+    def _check_accumulation_and_precision(self) -> None:
+        _check_choice("train", self, "precision", ("fp32", "bf16"))
+        if self.grad_accumulation < 1:
+            raise ValueError(f"train.grad_accumulation={self.grad_accumulation}: expected at least 1")
+        if self.batch_size % self.grad_accumulation:
+            raise ValueError(f"train.batch_size={self.batch_size} does not split into "
+                             f"train.grad_accumulation={self.grad_accumulation} micro-batches; use a multiple of it")
 
     def frozen_at(self, epoch: int) -> dict[str, bool]:
         """Whether each pretrained encoder ("text", "vision") is frozen in `epoch` (0-based)."""

@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import math
 import random
 import subprocess
 import time
@@ -75,16 +76,18 @@ def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[t
 
 
 def train_loader(posts, builder, cfg: Config, generator: torch.Generator, transform=None):
-    """Shuffled training batches; under N processes each takes batch_size / N posts of every batch
-    (a sampler seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
+    """Shuffled training batches of batch_size / grad_accumulation posts (the micro-batches of a step);
+    under N processes each takes 1 / N of every one (a sampler seeded by seed and epoch: call
+    `sampler.set_epoch`), so the global batch stays the same."""
     world = distributed.world_size()
+    micro = cfg.train.batch_size // cfg.train.grad_accumulation  # train.grad_accumulation micro-batches per step
     if world == 1:
-        return loader(posts, builder, cfg.train.batch_size, True, generator, transform=transform)
-    if cfg.train.batch_size % world:
-        raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes; "
-                         f"use a multiple of {world}")
+        return loader(posts, builder, micro, True, generator, transform=transform)
+    if micro % world:
+        raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes"
+                         f" x {cfg.train.grad_accumulation} micro-batches; use a multiple of {world * cfg.train.grad_accumulation}")
     sampler = torch.utils.data.DistributedSampler(posts, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
-    return loader(posts, builder, cfg.train.batch_size // world, False, sampler=sampler, transform=transform)
+    return loader(posts, builder, micro // world, False, sampler=sampler, transform=transform)
 
 
 def shard(posts: list) -> list:
@@ -153,7 +156,8 @@ class Run:
         self._replica, self._replica_params = None, None
         self.criterion = build_criterion(cfg.model, cfg.loss).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg.train)
-        self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs * len(self.train_loader), cfg.train.warmup)
+        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.train.grad_accumulation)
+        self.scheduler = build_scheduler(self.optimizer, cfg.train.epochs * steps_per_epoch, cfg.train.warmup)
         self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
         if resume_state is not None:
             self._restore(resume_state)
@@ -261,7 +265,8 @@ class Run:
             if isinstance(self.train_loader.sampler, torch.utils.data.DistributedSampler):
                 self.train_loader.sampler.set_epoch(epoch)
             losses = train_one_epoch(self.replica(), self.criterion, self.train_loader, self.optimizer, self.scheduler,
-                                     self.cfg.train.clip_norm, self.device, epoch, progress)
+                                     self.cfg.train.clip_norm, self.device, epoch, progress,
+                                     self.cfg.train.grad_accumulation, self.cfg.train.precision)
             losses = distributed.mean(losses)
             dev = score(self.dev_posts, gathered_predictions(self.model, self.dev_loader, self.cfg, self.device, "dev"))
             improved = dev["gmner"]["f1"] > self.best["gmner_f1"]

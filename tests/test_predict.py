@@ -218,6 +218,7 @@ def test_cli_input_errors_are_one_line_and_exit_code_2(model_dir, picture, tmp_p
     (["--text", "Jordan", "--data", "somewhere", "--out", "x.jsonl"], "give either --text"),
     (["--text", "Jordan", "--boxes", "b.json", "--proposer", "selective-search", "--image", "x.jpg"], "only one of"),
     (["--text", "Jordan", "--draw", "out.png"], "--draw needs --image"),
+    (["--text", "Jordan", "--json"], "--json summarises a whole split"),
     (["--text", "Jordan", "--image", "gone.jpg", "--boxes", "b.json"], "gone.jpg not found (--image)"),
     (["--text", "Jordan", "--set", "decode.entity_threshold=2"], "decode.entity_threshold=2"),
 ])

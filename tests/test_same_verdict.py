@@ -93,6 +93,18 @@ def test_training_refuses_a_long_post_naming_file_and_line_unless_told_to_trunca
         train_on(tmp_path, LONG, "cut", truncate=True)
 
 
+def test_predicting_a_split_with_json_prints_a_throughput_summary(text_model, tmp_path, capsys):
+    root = write_dataset(tmp_path / "d", {"test": GOOD.format(id="a") + GOOD.format(id="b")})
+    out_file = tmp_path / "preds.jsonl"
+    code, out, err = run_cli(capsys, "predict", "--model", str(text_model), "--data", str(root), "--split", "test",
+                             "--out", str(out_file), "--no-progress", "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert set(summary) == {"posts", "seconds", "posts_per_s", "out"}
+    assert summary["posts"] == 2 and summary["out"] == str(out_file) and summary["posts_per_s"] > 0
+    assert "posts/s" in err
+
+
 def test_predicting_a_split_cuts_a_long_post_with_one_warning_and_writes_every_post(text_model, tmp_path, capsys):
     root = write_dataset(tmp_path / "d", {"test": GOOD.format(id="a") + LONG + GOOD.format(id="b")})
     out_file = tmp_path / "preds.jsonl"

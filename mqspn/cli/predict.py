@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -34,7 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     one.add_argument("--draw", help="write the image with the predicted boxes and labels to this PNG")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="decode.KEY=VALUE",
                    help="override the model's saved decoding, e.g. --set decode.entity_threshold=0.7 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    split.add_argument("--json", action="store_true",
+                       help="print a summary object {posts, seconds, posts_per_s, out} on stdout")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars (the split's shows posts/s)")
     p.add_argument("--no-verify", action="store_true",
                    help="load weights that differ from the checksums saved with them (edited on purpose)")
     p.set_defaults(func=run)
@@ -48,6 +51,8 @@ def check_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--data needs --out FILE.jsonl for the predictions")
     if args.text is None:
         return
+    if args.json:
+        raise ValueError("--json summarises a whole split (--data); with --text the answer is JSON already")
     if not args.text.split():
         raise ValueError("empty text: nothing to predict (--text)")
     if sum(bool(x) for x in (args.proposals, args.boxes, args.proposer)) > 1:
@@ -117,7 +122,12 @@ def predict_split(predictor, args: argparse.Namespace) -> int:
                 if value}}
     data = dataclasses.replace(predictor.config.data, root=args.data, **{k: v for k, v in flags.items() if v is not None})
     posts = read_split(data.root, args.split, data.format, data.granularity, args.xml)
+    start = time.perf_counter()
     preds = predictor.predict_posts(posts, data, progress=not args.no_progress)
+    seconds = time.perf_counter() - start  # examples (crops) and the model: what a split costs
     write_predictions(args.out, ((p.id, preds[p.id]) for p in posts))
-    print(f"wrote predictions for {len(posts)} posts to {args.out}", file=sys.stderr)
+    print(f"wrote predictions for {len(posts)} posts to {args.out} ({len(posts) / seconds:.1f} posts/s)", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"posts": len(posts), "seconds": round(seconds, 3),
+                          "posts_per_s": round(len(posts) / seconds, 2), "out": str(args.out)}))
     return 0

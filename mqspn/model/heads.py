@@ -68,13 +68,17 @@ class MSPHeads(nn.Module):
         probs = probs / probs.sum(-1, keepdim=True).clamp_min(1e-6)
         return torch.einsum("bum,bmh->buh", probs, states)
 
+    @staticmethod
+    def _masked(logits, pad):
+        # The lowest value of the logits' own dtype: under bf16 autocast they are bf16 while q is not.
+        return logits.masked_fill(pad, torch.finfo(logits.dtype).min)
+
     def forward(self, q, text, text_pad, regions, region_pad) -> dict[str, torch.Tensor]:
-        neg = torch.finfo(q.dtype).min
-        boundary = self.boundary(q, text).masked_fill(text_pad[:, None, :, None], neg)
+        boundary = self._masked(self.boundary(q, text), text_pad[:, None, :, None])
         start, end = boundary[..., 0], boundary[..., 1]
         spans = [self._pool(start, text), self._pool(end, text)]
         region_q = q + self.span_to_region(torch.cat(spans, -1)) if self.use_span else q
-        region = self.region(region_q, regions)[..., 0].masked_fill(region_pad[:, None, :], neg)
+        region = self._masked(self.region(region_q, regions)[..., 0], region_pad[:, None, :])
         parts = [self.wc(q), *spans]
         if self.use_region:
             parts.append(self._pool(region, regions))

@@ -13,6 +13,9 @@ from mqspn.model.text_encoder import TextEncoder
 from mqspn.model.vision_encoder import build_vision_encoder
 from mqspn.text_features import SHAPES
 
+#: The crop cache's key of the blank image's encoding (crop keys are (shape, dtype, digest) triples).
+BLANK_KEY = "blank"
+
 
 def freeze_below_top_layers(encoder: nn.Module, top: int, name: str) -> None:
     """Freeze the parameters registered before the top `top` blocks of the encoder's layer stack (the
@@ -126,7 +129,7 @@ class MQSPN(nn.Module):
         if self.config.vision_encoder == "features":
             return self.region_proj(batch["region_features"])
         crops = batch["crops"]
-        if not self.frozen.get("vision", False):
+        if not self._vision_cached():
             return self.region_proj(self.vision_encoder(crops))
         bounds = torch.tensor([0] + list(batch["region_counts"])).cumsum(0).tolist()
 
@@ -138,25 +141,51 @@ class MQSPN(nn.Module):
         encoded = self._caches["vision"].get_or_compute(crop_keys(crops, batch["region_counts"]), compute)
         return self.region_proj(torch.cat(encoded, 0))
 
+    def _blank_image(self) -> torch.Tensor:
+        """-> uint8 [1, 3, S, S]: a blank (white) crop, whose encoding is the ungroundable slot."""
+        size = self.crop_size
+        return torch.full((1, 3, size, size), 255, dtype=torch.uint8, device=self.text_proj[0].weight.device)
+
+    def _vision_cached(self) -> bool:
+        """Whether the crop encoder is a frozen pretrained one, whose outputs are cached per post."""
+        return self.frozen.get("vision", False)
+
     def _ungroundable_slot(self) -> torch.Tensor:
-        """-> [h]: slot 0, the encoding of a blank (white) image or a learned vector."""
+        """-> [h]: slot 0, the encoding of a blank (white) image or a learned vector. A frozen pretrained
+        encoder's blank encoding is the same in every forward: it is kept in the crop cache (a CLIP call
+        per step otherwise)."""
         if hasattr(self, "ungroundable"):
             return self.ungroundable
-        size = self.crop_size
-        blank = torch.full((1, 3, size, size), 255, dtype=torch.uint8, device=self.text_proj[0].weight.device)
-        return self.region_proj(self.vision_encoder(blank))[0]
+        if not self._vision_cached():
+            return self.region_proj(self.vision_encoder(self._blank_image()))[0]
+
+        def compute(rows):
+            with torch.no_grad():
+                return [self.vision_encoder(self._blank_image())[0]]
+
+        return self.region_proj(self._caches["vision"].get_or_compute([BLANK_KEY], compute)[0][None])[0]
+
+    def _slot_and_regions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (slot 0 [h], the batch's regions [R, h], R > 0). A pretrained crop encoder that trains sees
+        the blank image and all the crops in one call: a ViT call has a fixed cost per call, and the
+        backward pass a second one. The crop CNN keeps its two calls, whose numerics the demo's are."""
+        if hasattr(self, "ungroundable") or self._vision_cached() or not getattr(self.vision_encoder, "pretrained", False):
+            return self._ungroundable_slot(), self._encode_regions(batch)
+        crops = batch["crops"]
+        both = self.region_proj(self.vision_encoder(torch.cat([self._blank_image().to(crops.dtype), crops])))
+        return both[0], both[1:]
 
     def _region_states(self, batch, batch_size: int):
         counts = list(batch["region_counts"])
         k = max(counts, default=0)
-        slot0 = self._ungroundable_slot()
+        slot0, encoded = self._slot_and_regions(batch) if sum(counts) else (self._ungroundable_slot(), None)
         regions = slot0.new_zeros(batch_size, k + 1, slot0.shape[-1])
         regions[:, 0] = slot0
         slots = torch.arange(k + 1, device=regions.device)[None, :]
         pad = slots > torch.tensor(counts, device=regions.device)[:, None]
-        if sum(counts):
+        if encoded is not None:
             # One scatter of all the batch's regions (in order) into the slots 1..k_i of their posts.
-            regions = regions.masked_scatter(((slots > 0) & ~pad).unsqueeze(-1), self._encode_regions(batch))
+            regions = regions.masked_scatter(((slots > 0) & ~pad).unsqueeze(-1), encoded)
         return regions, pad
 
     def forward(self, batch, all_layers: bool | None = None) -> dict:

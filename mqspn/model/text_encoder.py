@@ -42,13 +42,17 @@ def resolve_text_source(name: str) -> Path | None:
     return path
 
 
-def tiny_tokenizer():
-    """A character-level WordPiece tokenizer: every word splits into its characters; no training needed."""
+def tiny_tokenizer(words: Sequence[str] = ()):
+    """A character-level WordPiece tokenizer: every word splits into its characters; no training needed.
+    `words` are whole-word entries besides (a benchmark's posts then tokenise to about a token a word,
+    as a real vocabulary's would)."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     chars = sorted(set(string.printable.strip()))
-    vocab = {tok: i for i, tok in enumerate(SPECIALS + chars + [f"##{c}" for c in chars])}
+    pieces = SPECIALS + chars + [f"##{c}" for c in chars]
+    pieces += sorted(set(words) - set(pieces))
+    vocab = {tok: i for i, tok in enumerate(pieces)}
     tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()

@@ -1,0 +1,388 @@
+"""Where a training step and an inference batch spend their time, part by part, at two shapes.
+
+    .venv/bin/python bench/step_breakdown.py [--steps 5] [--threads 2] [--json] [--quick]
+
+`paper`: BERT-base + CLIP ViT-B/32 with random weights (configs saved in a temp folder; nothing is
+downloaded), hidden 768, u = 60, L = 3, 9 crops + the blank slot, batch 8: the released step (encoders
+training) under `paper`, the frozen step under `paper/frozen` (its first, cache-filling step as
+`first_step`), the inference batch under `paper/predict`. `demo`: the shipped demo recipe (frozen
+MiniLM, crop CNN) at its batch sizes. Posts come from a small synthetic set (`mqspn.synth.generate`).
+
+Parts are timed with `time.perf_counter` around the module calls (forward hooks on the encoders, QFNet
+and heads; a wrapper on the matcher; explicit timers around the rest): data (collate + transfer),
+text_encoder, vision_encoder, qfnet, heads, other (the rest of the forward: projections, queries,
+slot assembly), matching, criterion (without matching), backward, optimizer (clipping + AdamW),
+decode. Each figure is the median of `--steps` steps after one warm-up step. Beside them, in the same
+process on the same token ids: bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward
+(`bare_text_fwd`). `peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
+`speedups` times the two changes of issue 13 side by side: the frozen blank slot encoded vs cached,
+and a trained CLIP encoder's blank image and crops in two calls vs one.
+
+`--quick` runs one step of each at reduced shapes (the test suite's check that every key is there).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from mqspn.batching import PostDataset, collate, to_device
+from mqspn.build import build_criterion, build_decoder, build_examples, build_model, build_optimizer
+from mqspn.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig, load_config
+from mqspn.data.datasets import read_split
+from mqspn.engine import weighted_total
+from mqspn.model.text_encoder import tiny_tokenizer
+from mqspn.synth.generate import generate
+from mqspn.transforms import CropAugment
+
+MODULE_PARTS = ("text_encoder", "vision_encoder", "qfnet", "heads")
+
+
+class PartTimer:
+    """Milliseconds per named part of one step; module parts are timed by forward hooks."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.ms: dict[str, float] = defaultdict(float)
+        self._open: dict[str, float] = {}
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextmanager
+    def part(self, name: str):
+        self.sync()
+        start = time.perf_counter()
+        yield
+        self.sync()
+        self.ms[name] += (time.perf_counter() - start) * 1000
+
+    def hook(self, module: Optional[torch.nn.Module], name: str) -> None:
+        if module is None:
+            return
+
+        def begin(*_):
+            self.sync()
+            self._open[name] = time.perf_counter()
+
+        def end(*_):
+            self.sync()
+            self.ms[name] += (time.perf_counter() - self._open.pop(name)) * 1000
+
+        module.register_forward_pre_hook(begin)
+        module.register_forward_hook(end)
+
+    def reset(self) -> None:
+        self.ms = defaultdict(float)
+
+
+class TimedMatcher:
+    """The criterion's matcher, its calls timed as `matching`."""
+
+    def __init__(self, matcher, timer: PartTimer) -> None:
+        self.matcher, self.timer = matcher, timer
+
+    def __call__(self, *args):
+        with self.timer.part("matching"):
+            return self.matcher(*args)
+
+
+@dataclasses.dataclass
+class Shape:
+    name: str
+    cfg: Config
+    batch_size: int
+    eval_batch_size: int
+
+
+class Bench:
+    """A model of one shape with its criterion, optimizer and a fixed training and inference batch."""
+
+    def __init__(self, shape: Shape, device: torch.device) -> None:
+        cfg = shape.cfg
+        self.device = device
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_model(cfg.model).to(device)
+        self.criterion = build_criterion(cfg.model, cfg.loss).to(device)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.decoder = build_decoder(cfg.model, cfg.decode, cfg.loss)
+        self.clip_norm = cfg.train.clip_norm
+        self.augment = CropAugment(cfg.train.crop_augment)
+        posts = read_split(cfg.data.root, "train")
+        dataset = PostDataset(posts, build_examples(self.model, cfg.data))
+        self.train_examples = [dataset[i] for i in range(shape.batch_size)]
+        self.eval_examples = [dataset[i] for i in range(shape.eval_batch_size)]
+        self.timer = PartTimer(device)
+        for name in MODULE_PARTS:
+            self.timer.hook(getattr(self.model, name), name)
+        self.criterion.matcher = TimedMatcher(self.criterion.matcher, self.timer)
+
+    def train_step(self) -> dict[str, float]:
+        """One step as `mqspn.engine.train_one_epoch` takes it, each stage timed."""
+        timer = self.timer
+        timer.reset()
+        self.model.train()
+        with timer.part("data"):
+            batch = to_device(collate(self.train_examples, self.augment), self.device)
+        with timer.part("forward"):
+            outputs = self.model(batch)
+        with timer.part("loss"):
+            total = weighted_total(self.criterion(outputs, batch["targets"]), self.criterion.weight_dict)
+        with timer.part("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            total.backward()
+        with timer.part("optimizer"):
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+            self.optimizer.step()
+        return self._parts(("data", "forward", "loss", "backward", "optimizer"))
+
+    @torch.no_grad()
+    def predict_batch(self) -> dict[str, float]:
+        """One inference batch as `mqspn.engine.predict_batches` runs it."""
+        timer = self.timer
+        timer.reset()
+        self.model.eval()
+        with timer.part("data"):
+            batch = to_device(collate(self.eval_examples), self.device)
+        with timer.part("forward"):
+            outputs = self.model(batch)
+        with timer.part("decode"):
+            self.decoder(outputs, [len(p.words) for p in batch["posts"]], batch["regions"])
+        return self._parts(("data", "forward", "decode"))
+
+    def _parts(self, stages: tuple[str, ...]) -> dict[str, float]:
+        ms = dict(self.timer.ms)
+        parts = {"data": ms["data"], **{name: ms.get(name, 0.0) for name in MODULE_PARTS}}
+        parts["other"] = ms["forward"] - sum(parts[name] for name in MODULE_PARTS)
+        if "loss" in stages:
+            parts["matching"] = ms.get("matching", 0.0)
+            parts["criterion"] = ms["loss"] - parts["matching"]
+            parts["backward"], parts["optimizer"] = ms["backward"], ms["optimizer"]
+        else:
+            parts["decode"] = ms["decode"]
+        parts["total"] = sum(ms[stage] for stage in stages)
+        return parts
+
+    def bare_text(self, backward: bool) -> float:
+        """ms of the text encoder's backbone alone on the training batch's token ids."""
+        backbone = self.model.text_encoder.backbone
+        batch = collate(self.train_examples)
+        ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
+        trained, mode = [p.requires_grad for p in backbone.parameters()], self.model.training
+        backbone.requires_grad_(backward)
+        backbone.train(backward)  # dropout as in a training step
+        with self.timer.part("bare"), torch.set_grad_enabled(backward):
+            states = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+            if backward:
+                states.sum().backward()
+        for p, flag in zip(backbone.parameters(), trained):
+            p.requires_grad_(flag)
+            p.grad = None
+        self.model.train(mode)
+        return self.timer.ms.pop("bare")
+
+
+def median_parts(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
+
+
+def repeat(fn: Callable[[], dict[str, float]], steps: int) -> dict[str, float]:
+    """The median over `steps` calls after one warm-up call."""
+    fn()
+    return median_parts([fn() for _ in range(steps)])
+
+
+def repeat_ms(fn: Callable[[], float], steps: int) -> float:
+    fn()
+    return round(statistics.median(fn() for _ in range(steps)), 2)
+
+
+def peak_rss_mb() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def record(parts: dict[str, float], total_key: str, bare_key: str, bare: float, **extra) -> dict:
+    parts = dict(parts)
+    total = parts.pop("total")
+    return {"parts": parts, total_key: total, bare_key: bare, **extra, "peak_rss_mb": peak_rss_mb()}
+
+
+def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
+    bench = Bench(shape, device)
+    out = {"demo/predict": record(repeat(bench.predict_batch, steps), "batch_total", "bare_text_fwd",
+                                  repeat_ms(lambda: bench.bare_text(False), steps))}
+    bench.model.set_encoders_frozen(shape.cfg.train.freeze_epochs != 0)
+    out["demo"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd",
+                         repeat_ms(lambda: bench.bare_text(True), steps))
+    return out
+
+
+def measure_paper(shape: Shape, device: torch.device, steps: int) -> dict:
+    bench = Bench(shape, device)
+    out = {"paper/predict": record(repeat(bench.predict_batch, steps), "batch_total", "bare_text_fwd",
+                                   repeat_ms(lambda: bench.bare_text(False), steps))}
+    bare_fwd_bwd = repeat_ms(lambda: bench.bare_text(True), steps)
+    bench.model.set_encoders_frozen(text=True, vision=True)
+    first = bench.train_step()["total"]  # fills the frozen caches
+    out["paper/frozen"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd", bare_fwd_bwd,
+                                 first_step=round(first, 2))
+    out["speedups"] = {"blank_slot": blank_slot(bench, steps)}
+    bench.model.set_encoders_frozen(text=False, vision=False)
+    out["paper"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd", bare_fwd_bwd)
+    out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
+    return out
+
+
+def blank_slot(bench: Bench, steps: int) -> dict:
+    """The frozen ungroundable slot: the blank image encoded on each forward (before) vs cached (after)."""
+    model = bench.model
+
+    def encoded() -> float:
+        with bench.timer.part("slot"), torch.no_grad():
+            model.region_proj(model.vision_encoder(model._blank_image()))
+        return bench.timer.ms.pop("slot")
+
+    def cached() -> float:
+        with bench.timer.part("slot"):
+            model._ungroundable_slot()
+        return bench.timer.ms.pop("slot")
+
+    return side_by_side(repeat_ms(encoded, steps), repeat_ms(cached, steps))
+
+
+def one_vision_call(bench: Bench, steps: int) -> dict:
+    """A trained CLIP encoder, forward + backward: the blank image and the crops in two calls (before)
+    vs one (after)."""
+    model = bench.model
+    crops = collate(bench.train_examples)["crops"].to(bench.device)
+    blank = model._blank_image()
+
+    def timed(calls: Callable[[], list[torch.Tensor]]) -> float:
+        with bench.timer.part("vision"):
+            sum(out.sum() for out in calls()).backward()
+        model.zero_grad(set_to_none=True)
+        return bench.timer.ms.pop("vision")
+
+    apart = repeat_ms(lambda: timed(lambda: [model.vision_encoder(blank), model.vision_encoder(crops)]), steps)
+    together = repeat_ms(lambda: timed(lambda: [model.vision_encoder(torch.cat([blank, crops]))]), steps)
+    return side_by_side(apart, together)
+
+
+def side_by_side(before: float, after: float) -> dict:
+    return {"before": before, "after": after, "ratio": round(before / max(after, 1e-9), 2)}
+
+
+# -- shapes --------------------------------------------------------------------------------------------
+def synthetic(folder: Path, posts: int) -> Path:
+    root = folder / "synth"
+    generate(root, posts=posts, seed=0, progress=False)
+    return root
+
+
+def paper_encoders(folder: Path, root: Path, quick: bool) -> tuple[Path, Path]:
+    """BERT-base and CLIP ViT-B/32 configs (random weights) saved as local model folders; the tokenizer
+    knows every word of the synthetic posts whole, so a post is about a token a word (tweets in
+    bert-base-cased: about 1.3)."""
+    from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
+
+    words = {w for split in ("train", "dev", "test") for post in read_split(root, split) for w in post.words}
+    tokenizer = tiny_tokenizer(sorted(words))
+    text, vision = folder / "bert", folder / "clip"
+    tokenizer.save_pretrained(text)
+    if quick:
+        bert = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=128)
+        clip = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=32, patch_size=8)
+    else:
+        bert = BertConfig(vocab_size=max(28996, len(tokenizer)))  # bert-base-cased's vocabulary size
+        clip = CLIPVisionConfig()  # ViT-B/32 at 224 px
+    BertModel(bert).save_pretrained(text)
+    CLIPVisionModel(clip).save_pretrained(vision)
+    return text, vision
+
+
+def paper_shape(folder: Path, root: Path, quick: bool) -> Shape:
+    text, vision = paper_encoders(folder, root, quick)
+    size = dict(hidden_size=32, head_size=32, num_heads=2, num_layers=2, num_queries=8) if quick else \
+        dict(hidden_size=768, head_size=768, num_heads=12, num_layers=3, num_queries=60)
+    cfg = Config(data=DataConfig(root=str(root), top_k=3 if quick else 9),
+                 model=ModelConfig(text_encoder=str(text), vision_encoder=f"clip:{vision}", **size),
+                 loss=LossConfig(max_targets=45),
+                 train=TrainConfig(lr=2e-5, encoder_lr=2e-5, freeze_epochs=5, progress=False))
+    batch = 2 if quick else 8
+    return Shape("paper", cfg, batch, batch)
+
+
+def demo_shape(root: Path, quick: bool) -> Shape:
+    overrides = [f"data.root={json.dumps(str(root))}", "train.progress=false"]
+    if quick:
+        overrides += ["model.text_encoder=tiny", "model.hidden_size=32", "model.head_size=16", "model.num_heads=2"]
+    cfg = load_config("demo", overrides)
+    if quick:
+        return Shape("demo", cfg, 4, 4)
+    return Shape("demo", cfg, cfg.train.batch_size, cfg.train.eval_batch_size)
+
+
+def run(steps: int, quick: bool, device: torch.device) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        root = synthetic(folder, 30 if quick else 200)
+        result = measure_demo(demo_shape(root, quick), device, steps)
+        result.update(measure_paper(paper_shape(folder, root, quick), device, steps))
+    order = ("paper", "paper/frozen", "paper/predict", "demo", "demo/predict", "speedups")
+    return {key: result[key] for key in order}
+
+
+# -- report --------------------------------------------------------------------------------------------
+def table(result: dict) -> str:
+    lines = []
+    for name, entry in result.items():
+        if name == "speedups":
+            continue
+        total_key = "step_total" if "step_total" in entry else "batch_total"
+        bare_key = "bare_text_fwd_bwd" if "bare_text_fwd_bwd" in entry else "bare_text_fwd"
+        total = entry[total_key]
+        lines.append(f"{name}")
+        for part, ms in entry["parts"].items():
+            lines.append(f"  {part:<15s} {ms:10.1f} ms  {100 * ms / total:5.1f} %")
+        lines.append(f"  {total_key:<15s} {total:10.1f} ms")
+        if "first_step" in entry:
+            lines.append(f"  {'first_step':<15s} {entry['first_step']:10.1f} ms  (fills the frozen caches)")
+        lines.append(f"  {bare_key:<15s} {entry[bare_key]:10.1f} ms  -> {total / entry[bare_key]:.2f}x")
+        lines.append(f"  {'peak_rss_mb':<15s} {entry['peak_rss_mb']:10d}")
+    lines.append("speedups (before / after, ms)")
+    for name, entry in result["speedups"].items():
+        lines.append(f"  {name:<15s} {entry['before']:10.1f} {entry['after']:10.1f}  -> {entry['ratio']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per figure (median), after one warm-up")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--quick", action="store_true", help="one step of each at reduced shapes (tests)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run(1 if args.quick else args.steps, args.quick, torch.device(args.device))
+    print(json.dumps(result) if args.json else table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
