@@ -223,7 +223,7 @@ def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
     bench = Bench(shape, device)
     out = {"demo/predict": record(repeat(bench.predict_batch, steps), "batch_total", "bare_text_fwd",
                                   repeat_ms(lambda: bench.bare_text(False), steps))}
-    bench.model.set_encoders_frozen(shape.cfg.train.freeze_epochs != 0)
+    bench.model.set_encoders_frozen(**shape.cfg.train.frozen_at(0))  # the recipe's first epoch
     out["demo"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd",
                          repeat_ms(lambda: bench.bare_text(True), steps))
     return out
@@ -316,12 +316,12 @@ def paper_encoders(folder: Path, root: Path, quick: bool) -> tuple[Path, Path]:
 
 def paper_shape(folder: Path, root: Path, quick: bool) -> Shape:
     text, vision = paper_encoders(folder, root, quick)
-    size = dict(hidden_size=32, head_size=32, num_heads=2, num_layers=2, num_queries=8) if quick else \
+    size = dict(hidden_size=64, head_size=32, num_heads=2, num_layers=2, num_queries=8) if quick else \
         dict(hidden_size=768, head_size=768, num_heads=12, num_layers=3, num_queries=60)
     cfg = Config(data=DataConfig(root=str(root), top_k=3 if quick else 9),
                  model=ModelConfig(text_encoder=str(text), vision_encoder=f"clip:{vision}", **size),
                  loss=LossConfig(max_targets=45),
-                 train=TrainConfig(lr=2e-5, encoder_lr=2e-5, freeze_epochs=5, progress=False))
+                 train=TrainConfig(lr=2e-5, encoder_lr=2e-5, freeze_text_epochs=5, freeze_vision_epochs=-1, progress=False))
     batch = 2 if quick else 8
     return Shape("paper", cfg, batch, batch)
 
