@@ -106,6 +106,9 @@ class ModelConfig:
     bilinear_scores: bool = False  # add a bilinear query-candidate term to the boundary/region scores
     word_shape: bool = False  # add a learned word-shape embedding (casing) to the text states; for uncased encoders
     word_buckets: int = 0  # >0: add a learned embedding of each word's identity, hashed into this many rows
+    # QFNet refines the words and regions with the queries and the heads read them (paper) | false: only the
+    # queries are updated and the heads read the encoders' projected states (the CPU demo's faster form).
+    refine_states: bool = True
     # Ablations (paper Table 3); "w/o bipartite matching" is loss.bipartite_matching.
     use_type_queries: bool = True
     learnable_queries: bool = True
@@ -235,7 +238,7 @@ MOVED = {
 }
 #: Keys whose default changed, with the value older versions built with: a resolved config saved by one of
 #: them (a run's config.yaml, a model directory's config.json) lacks the key and means that value.
-EARLIER_DEFAULTS = {("model", "type_query_projection"): "trained"}
+EARLIER_DEFAULTS = {("model", "type_query_projection"): "trained", ("model", "refine_states"): False}
 #: Keys replaced by several new ones: (section, old key) -> the keys that each take its value.
 SPLIT = {("train", "freeze_epochs"): ("freeze_text_epochs", "freeze_vision_epochs")}
 

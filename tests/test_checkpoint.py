@@ -121,13 +121,24 @@ def test_a_model_directory_saved_before_the_projection_switch_loads_with_its_tra
     assert_same_outputs(model, from_pretrained(old))
 
 
+def test_a_model_directory_saved_before_qfnet_refined_words_and_regions_loads_in_the_query_only_form(tmp_path):
+    model = trained_a_little(tiny_model(seed=5, refine_states=False))
+    directory = save_pretrained(model, tmp_path / "m")
+    config = json.loads((directory / "config.json").read_text())
+    del config["model"]["refine_states"]
+    (directory / "config.json").write_text(json.dumps(config))
+    assert read_config(directory).model.refine_states is False
+    assert_same_outputs(model, from_pretrained(directory))
+
+
 @pytest.mark.parametrize("overrides", [{"vision_encoder": "features"}, {"vision_encoder": "none"},
                                        {"learnable_queries": False, "use_type_queries": False},
                                        {"ungroundable_slot": "learned", "type_uses_region": False},
                                        {"type_query_projection": "none"}, {"type_query_projection": "frozen"},
-                                       {"learnable_queries": False, "type_query_projection": "frozen"}],
+                                       {"learnable_queries": False, "type_query_projection": "frozen"},
+                                       {"refine_states": False}],
                          ids=["features", "text-only", "handwritten-queries", "learned-slot", "projection-none",
-                              "projection-frozen", "handwritten-frozen"])
+                              "projection-frozen", "handwritten-frozen", "query-only-qfnet"])
 def test_round_trip_of_other_configurations(tmp_path, overrides):
     model = trained_a_little(tiny_model(seed=4, **overrides))
     loaded = from_pretrained(save_pretrained(model, tmp_path / "m"))

@@ -127,6 +127,9 @@ def test_a_saved_run_config_without_the_projection_key_means_the_trained_project
     file.write_text("model:\n  hidden_size: 32\n")
     assert load_config(file, resolved=True).model.type_query_projection == "trained"
     assert load_config(file).model.type_query_projection == "none"  # a user's file gets today's default
+    # ... and before QFNet refined the words and regions: the query-only form.
+    assert load_config(file, resolved=True).model.refine_states is False
+    assert load_config(file).model.refine_states is True
 
 
 def test_region_mode_follows_the_vision_encoder():

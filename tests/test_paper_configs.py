@@ -23,6 +23,7 @@ PAPER = {
     ("model", "type_uses_region"): True,  # the type head reads P_r V
     ("model", "use_type_queries"): True,
     ("model", "learnable_queries"): True,
+    ("model", "refine_states"): True,  # QFNet refines words and regions; the heads read them
     ("model", "use_cross_attention"): True,
     ("model", "use_region_prefix"): True,
     ("model", "use_aggregator"): True,

@@ -63,8 +63,9 @@ class MQSPN(nn.Module):
                                 cfg.use_type_queries, cfg.learnable_queries, cfg.type_query_projection)
         if pretrained:
             self.queries.compute_prompts(self.text_encoder, type_words(cfg.types, cfg.type_prompts))
-        self.qfnet = QFNet(cfg.num_layers, h, cfg.num_heads, cfg.dropout, use_cross_attention=cfg.use_cross_attention,
-                           use_region_prefix=cfg.use_region_prefix, use_aggregator=cfg.use_aggregator)
+        self.qfnet = QFNet(cfg.num_layers, h, cfg.num_heads, cfg.dropout, cfg.refine_states,
+                           use_cross_attention=cfg.use_cross_attention, use_region_prefix=cfg.use_region_prefix,
+                           use_aggregator=cfg.use_aggregator)
         self.heads = MSPHeads(h, cfg.head_size, len(cfg.types), cfg.bilinear_scores, cfg.type_uses_region,
                               cfg.region_uses_span)
         self._caches = {"text": FrozenCache(), "vision": FrozenCache()}
@@ -199,8 +200,9 @@ class MQSPN(nn.Module):
             text = text + self.word_embed(batch["word_hashes"] % self.config.word_buckets)
         text_pad = ~batch["word_mask"]
         regions, region_pad = self._region_states(batch, b)
-        query_states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
+        states = self.qfnet(self.queries(b), text, text_pad, regions, region_pad)
         if not (self.training if all_layers is None else all_layers):
-            query_states = query_states[-1:]
-        layers = [self.heads(q, text, text_pad, regions, region_pad) for q in query_states]
+            states = states[-1:]
+        # Each layer's heads read that layer's queries, words and regions (refined unless refine_states is off).
+        layers = [self.heads(q, t, text_pad, r, region_pad) for q, t, r in states]
         return {"layers": layers, "text_pad": text_pad, "region_pad": region_pad}

@@ -1,4 +1,15 @@
-"""Query-guided fusion net (QFNet): L layers that refine the queries against text and regions."""
+"""Query-guided fusion net (QFNet): L layers that refine the queries, the words and the regions together.
+
+Two layer forms (`ModelConfig.refine_states`):
+- `QFNetLayer` (paper, default): the words and the queries go through one transformer layer (the queries
+  cross-attend to the words, the words attend to each other), the regions attend over their own keys and
+  values with the layer's words and queries prepended as a prefix (prefix-tuning, as in HVPNeT/MKGFormer),
+  and the similarity-aware aggregator fuses the refined words and regions into the queries. Each layer
+  hands its refined queries, words and regions (H^_Q, H^_T, H^_V) to the heads.
+- `QueryOnlyLayer` (`refine_states: false`, the CPU demo's form): only the queries are updated; they read
+  the words by cross-attention and the regions (with queries and words as a prefix) by a second one, and
+  the heads score against the encoders' projected states.
+"""
 from __future__ import annotations
 
 import torch
@@ -31,8 +42,8 @@ class SimilarityAggregator(nn.Module):
         return self.w2(torch.tanh(self.w1(q) + pooled))
 
 
-class QFNetLayer(nn.Module):
-    """One pre-norm layer. q, q0 [B, u, h], text [B, n, h], regions [B, k+1, h]; *_pad are True at padding.
+class QueryOnlyLayer(nn.Module):
+    """One pre-norm layer that updates the queries only. q, q0 [B, u, h], text [B, n, h], regions [B, k+1, h]; *_pad are True at padding.
 
     `q0` are the initial multi-grained queries. As DETR does with its query embeddings, they are added to
     the attention queries of every layer: without them the u queries receive the same attended content,
@@ -56,7 +67,7 @@ class QFNetLayer(nn.Module):
         if self.use_aggregator:
             self.aggregator = SimilarityAggregator(h)
             self.norm_agg = nn.LayerNorm(h)
-        self.ffn = nn.Sequential(nn.Linear(h, 4 * h), nn.GELU(), nn.Dropout(p), nn.Linear(4 * h, h))
+        self.ffn = _ffn(h, p)
         self.norm_ffn = nn.LayerNorm(h)
         self.drop = nn.Dropout(p)
 
@@ -78,25 +89,107 @@ class QFNetLayer(nn.Module):
         if self.use_aggregator:
             x = self.norm_agg(q)
             q = q + self.drop(self.aggregator(x + q0, text, text_pad, regions, region_pad))
-        return q + self.drop(self.ffn(self.norm_ffn(q)))
+        q = q + self.drop(self.ffn(self.norm_ffn(q)))
+        return q, text, regions
+
+
+def _ffn(h: int, p: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(h, 4 * h), nn.GELU(), nn.Dropout(p), nn.Linear(4 * h, h))
+
+
+class QFNetLayer(nn.Module):
+    """One pre-norm layer that refines the queries, the words and the regions (the paper's QFNet layer).
+
+    q, q0 [B, u, h], text [B, n, h], regions [B, k+1, h]; *_pad [B, n] / [B, k+1] are True at padding.
+    -> (q, text, regions), the same shapes. Keys at padding are masked in every attention, so a padded
+    word or slot reaches no other state (padded rows are computed and ignored downstream).
+
+    Switches (paper Table 3), each removing exactly its mechanism:
+    - `use_cross_attention` False: the queries skip the query-text layer (they do not read the words
+      there); the words are still refined by their own self-attention;
+    - `use_region_prefix` False: the regions attend over themselves only, without the words' and the
+      queries' prefix;
+    - `use_aggregator` False: no similarity-aware fusion of words and regions into the queries.
+    As in `QueryOnlyLayer`, the initial queries `q0` are added to the queries' attention inputs.
+    """
+
+    def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
+                 use_region_prefix: bool = True, use_aggregator: bool = True) -> None:
+        super().__init__()
+        h, p = hidden, dropout
+        self.use_cross, self.use_prefix, self.use_aggregator = use_cross_attention, use_region_prefix, use_aggregator
+        self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
+        self.norm_self = nn.LayerNorm(h)
+        # Query-text layer: one attention and one norm shared by words and queries (the words' and the
+        # queries' rows attend to the same word keys, as in a BERT layer over [words; queries]).
+        self.text_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
+        self.norm_text = nn.LayerNorm(h)
+        self.text_ffn, self.norm_text_ffn = _ffn(h, p), nn.LayerNorm(h)
+        # Region layer with the prefix: regions read [words; queries; regions].
+        self.region_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
+        self.norm_region = nn.LayerNorm(h)
+        self.norm_prefix = nn.LayerNorm(h)
+        self.region_ffn, self.norm_region_ffn = _ffn(h, p), nn.LayerNorm(h)
+        if self.use_aggregator:
+            self.aggregator = SimilarityAggregator(h)
+            self.norm_agg = nn.LayerNorm(h)
+        self.ffn, self.norm_ffn = _ffn(h, p), nn.LayerNorm(h)
+        self.drop = nn.Dropout(p)
+
+    def forward(self, q, q0, text, text_pad, regions, region_pad):
+        n = text.shape[1]
+        x = self.norm_self(q)
+        q = q + self.drop(self.self_attn(x + q0, x + q0, x, need_weights=False)[0])
+        words = self.norm_text(text)
+        rows = torch.cat([words, self.norm_text(q) + q0], 1) if self.use_cross else words
+        attended = self.drop(self.text_attn(rows, words, words, key_padding_mask=text_pad, need_weights=False)[0])
+        text = text + attended[:, :n]
+        if self.use_cross:
+            q = q + attended[:, n:]
+        text = text + self.drop(self.text_ffn(self.norm_text_ffn(text)))
+        x = self.norm_region(regions)
+        if self.use_prefix:
+            prefix = self.norm_prefix(torch.cat([text, q], 1))
+            memory = torch.cat([prefix, x], 1)
+            pad = torch.cat([text_pad, torch.zeros_like(q[..., 0], dtype=torch.bool), region_pad], 1)
+        else:
+            memory, pad = x, region_pad
+        regions = regions + self.drop(self.region_attn(x, memory, memory, key_padding_mask=pad, need_weights=False)[0])
+        regions = regions + self.drop(self.region_ffn(self.norm_region_ffn(regions)))
+        if self.use_aggregator:
+            x = self.norm_agg(q)
+            q = q + self.drop(self.aggregator(x + q0, text, text_pad, regions, region_pad))
+        q = q + self.drop(self.ffn(self.norm_ffn(q)))
+        return q, text, regions
 
 
 class QFNet(nn.Module):
-    """forward(q0, text, text_pad, regions, region_pad) -> list of L query states, each [B, u, h].
+    """forward(q0, text, text_pad, regions, region_pad) -> one (queries [B, u, h], words [B, n, h],
+    regions [B, k+1, h]) triple per layer, the states that layer's heads read.
 
-    Every layer's output passes through one shared final LayerNorm before the heads (pre-norm stack).
-    `layer_options` are `QFNetLayer`'s switches (the Table-3 ablations).
+    `refine_states` picks the layer form (`QFNetLayer`, or `QueryOnlyLayer`, whose words and regions are
+    the inputs unchanged); `layer_options` are the layers' switches (the Table-3 ablations). Every state a
+    layer refines passes through one final LayerNorm per kind, shared by the layers (pre-norm stack).
     """
 
-    def __init__(self, num_layers: int, hidden: int, heads: int, dropout: float, **layer_options: bool) -> None:
+    def __init__(self, num_layers: int, hidden: int, heads: int, dropout: float, refine_states: bool = True,
+                 **layer_options: bool) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(QFNetLayer(hidden, heads, dropout, **layer_options) for _ in range(num_layers))
+        layer = QFNetLayer if refine_states else QueryOnlyLayer
+        self.layers = nn.ModuleList(layer(hidden, heads, dropout, **layer_options) for _ in range(num_layers))
         self.norm = nn.LayerNorm(hidden)
+        self.refine_states = refine_states
+        if refine_states:
+            self.norm_text = nn.LayerNorm(hidden)
+            self.norm_regions = nn.LayerNorm(hidden)
 
-    def forward(self, q0, text, text_pad, regions, region_pad) -> list[torch.Tensor]:
+    def forward(self, q0, text, text_pad, regions, region_pad) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         outputs = []
-        q = q0
+        q, t, r = q0, text, regions
         for layer in self.layers:
-            q = layer(q, q0, text, text_pad, regions, region_pad)
-            outputs.append(self.norm(q))
+            q, t, r = layer(q, q0, t, text_pad, r, region_pad)
+            if self.refine_states:
+                outputs.append((self.norm(q), self.norm_text(t), self.norm_regions(r)))
+            else:
+                outputs.append((self.norm(q), t, r))
         return outputs
