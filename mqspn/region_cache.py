@@ -19,8 +19,11 @@ a half-written file. The file's digest is checked on opening: a truncated or dam
 with a warning naming the file, never read as features.
 
 float32, not float16: the rows are exactly what the in-memory cache of a frozen tower holds
-(`mqspn.model.frozen_cache`), so a run reads the same numbers either way; at paper shapes the file is
-about 0.5 GB for the 9,000 posts of Twitter-GMNER.
+(`mqspn.model.frozen_cache`), so a run reads the same numbers either way; at paper shapes (k = 18, 768)
+the file is about 0.55 GB for the 10,000 posts of Twitter-GMNER.
+
+Opening reads every image and proposal file once to digest it (a few seconds per GB): what keeps a
+changed file from being served stale rows, which a check of sizes and dates would not rule out.
 """
 from __future__ import annotations
 

@@ -313,6 +313,10 @@ class Run:
     def test(self) -> dict:
         """Score the test split once, with the best-dev checkpoint."""
         distributed.barrier()  # the first process has written best/
+        # Training is over and its state is in last/: its gradients and AdamW moments (1.3 GB at paper shapes
+        # once BERT trains) make room for best/, whose loading holds a second copy of the weights.
+        self.model.zero_grad(set_to_none=True)
+        self.optimizer.state.clear()
         best = checkpoint.from_pretrained(self.out / "best", self.device)
         test_posts = self.test_posts
         preds = gathered_predictions(best, self.test_loader, self.cfg, self.device, "test")
