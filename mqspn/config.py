@@ -201,6 +201,8 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.region_cache is False:  # YAML 1.1 reads a bare `off` as false
+            self.region_cache = "off"
         check_types(self, "train")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:

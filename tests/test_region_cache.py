@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 from helpers_model import save_tiny_clip, synth_dataset, tiny_run_config
 from mqspn import trainer
 from mqspn.build import build_examples, build_model, build_region_cache
-from mqspn.config import ModelConfig, TrainConfig
+from mqspn.config import ModelConfig, TrainConfig, load_config
 from mqspn.model.vision_encoder import ClipRegionEncoder
 from mqspn.region_cache import INDEX, cache_root, encoder_key
-from mqspn.trainer import Run
+from mqspn.trainer import Run, read_posts
 
 
 @pytest.fixture(scope="module")
@@ -202,8 +202,6 @@ def test_examples_from_the_cache_carry_the_rows_and_no_crops(filled):
     model, cfg, images, cache = filled
     builder = build_examples(model, cfg.data, region_cache=cache)
     crops_builder = build_examples(model, cfg.data)
-    from mqspn.trainer import read_posts
-
     post = next(p for p in read_posts(cfg, "train") if p.image in images)
     cached, held = builder.build(post), crops_builder.build(post)
     assert cached.crops is None and held.crops is not None
@@ -226,10 +224,10 @@ def test_an_explicit_cache_folder_that_cannot_apply_is_refused(tmp_path, model, 
     assert cache_root(auto, model_cfg, tmp_path) is None  # auto: held in memory where it cannot apply
 
 
-def test_a_run_saved_before_the_cache_resumes_without_it(tmp_path):
-    from mqspn.config import load_config
-
+def test_a_run_saved_before_the_cache_resumes_without_it_and_a_bare_off_reads_as_off(tmp_path):
     cfg_file = tmp_path / "config.yaml"
     cfg_file.write_text("train:\n  epochs: 1\n")
     assert load_config(cfg_file, resolved=True).train.region_cache == "off"
     assert load_config(cfg_file).train.region_cache == "auto"
+    assert load_config(cfg_file, ["train.region_cache=off"]).train.region_cache == "off"  # YAML 1.1: false
+    assert load_config(cfg_file, [f"train.region_cache={tmp_path}"]).train.region_cache == str(tmp_path)
