@@ -256,7 +256,7 @@ def blank_slot(bench: Bench, steps: int) -> dict:
 
     def cached() -> float:
         with bench.timer.part("slot"):
-            model._ungroundable_slot()
+            model._ungroundable_slot({})
         return bench.timer.ms.pop("slot")
 
     return side_by_side(repeat_ms(encoded, steps), repeat_ms(cached, steps))

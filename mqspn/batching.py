@@ -1,7 +1,9 @@
 """Posts -> model inputs: tokenisation, candidate regions, crops and set-prediction targets.
 
 Every post is turned into an `Example` once and memoised, so crops (the expensive part) are cut and
-resized a single time per run, never on every step.
+resized a single time per run, never on every step. With a region cache (`mqspn.region_cache`: a frozen
+tower for the whole run) an example holds its regions' encodings, rows of the cache's memory map,
+instead of crops.
 """
 from __future__ import annotations
 
@@ -33,6 +35,8 @@ class Example:
     crops: Optional[torch.Tensor]  # uint8 [k, 3, S, S] (vision_encoder cnn/clip)
     features: Optional[torch.Tensor]  # float [k, D] (vision_encoder features)
     target: dict[str, torch.Tensor]  # types/starts/ends [m], regions [m, k+1]
+    encodings: Optional[torch.Tensor] = None  # float32 [k, H]: a frozen tower's outputs (region cache)
+    blank_encoding: Optional[torch.Tensor] = None  # float32 [H]: its output for the blank image (region cache)
 
 
 def crop_regions(image: Image.Image, regions: Sequence[Region], size: int) -> torch.Tensor:
@@ -65,16 +69,41 @@ class ExampleBuilder:
 
     tokenize(words, where, truncate) -> (ids, word_index); proposals: an object with `regions(image_name)`;
     image_dir: folder of `<image name>` files; mode: crops | features | none; truncate: cut posts past the
-    text encoder's limit (`mqspn.truncation`) instead of refusing them.
+    text encoder's limit (`mqspn.truncation`) instead of refusing them; region_cache: a
+    `mqspn.region_cache.RegionCache` holding every image's encodings (crops mode): examples then carry
+    encodings and no crops, and no image is decoded.
     """
 
     def __init__(self, tokenize: Callable, types: Sequence[str], mode: str, crop_size: int = 32,
-                 proposals=None, image_dir: Optional[Path] = None, truncate: bool = False) -> None:
+                 proposals=None, image_dir: Optional[Path] = None, truncate: bool = False,
+                 region_cache=None) -> None:
         if mode not in ("crops", "features", "none"):
             raise ValueError(f"region mode {mode!r}: expected crops, features or none")
+        if region_cache is not None and mode != "crops":
+            raise ValueError(f"a region cache holds the encodings of crops; region mode {mode} has none")
         self.tokenize, self.mode, self.crop_size = tokenize, mode, crop_size
         self.type_index = {t: i for i, t in enumerate(types)}
         self.proposals, self.image_dir, self.truncate = proposals, image_dir, truncate
+        self.region_cache = region_cache
+
+    def image_path(self, image_name: str) -> Path:
+        if self.image_dir is None:
+            raise ValueError(f"image {image_name}: no image folder (data.images) to crop its regions from")
+        return self.image_dir / image_name
+
+    def _fit(self, image_name: str, regions: list[Region], size: tuple[int, int]) -> list[Region]:
+        """`regions` that lie in an image of `size` (`fit_regions`); as given without a proposal source."""
+        if self.proposals is None:
+            return regions
+        return fit_regions(self.proposals, image_name, regions, size, str(self.image_path(image_name)))
+
+    def region_crops(self, image_name: str, regions: Optional[list[Region]] = None
+                     ) -> tuple[torch.Tensor, list[Region], tuple[int, int]]:
+        """The image's crops uint8 [k, 3, S, S] of its regions (default: its proposals) fitted to it, those
+        regions, and the image's (width, height)."""
+        image = load_image(self.image_path(image_name))
+        regions = self._fit(image_name, self.proposals.regions(image_name) if regions is None else regions, image.size)
+        return crop_regions(image, regions, self.crop_size), regions, image.size
 
     def build(self, post: Post, regions: Optional[list[Region]] = None, image: Optional[Image.Image] = None) -> Example:
         """`regions`/`image` override the proposal source and the image folder (single-example inference)."""
@@ -89,15 +118,15 @@ class ExampleBuilder:
                 raise ValueError(f"post {post.id}: no proposal source (data.proposals) for its regions; "
                                  "give one, or use model.vision_encoder=none for text only")
             regions = self.proposals.regions(post.image)
-        crops = features = None
-        if self.mode == "crops":
+        crops = features = encodings = blank = None
+        if self.mode == "crops" and self.region_cache is not None:
+            regions = self._fit(post.image, regions, self.region_cache.image_size(post.image))
+            encodings, blank = self.region_cache.rows(post.image, len(regions)), self.region_cache.blank
+        elif self.mode == "crops":
             if image is None:
-                if self.image_dir is None:
-                    raise ValueError(f"post {post.id}: no image folder (data.images) to crop its regions from")
-                image = load_image(self.image_dir / post.image)
-                if self.proposals is not None:
-                    regions = fit_regions(self.proposals, post.image, regions, image.size, str(self.image_dir / post.image))
-            crops = crop_regions(image, regions, self.crop_size)
+                crops, regions, _ = self.region_crops(post.image, regions)
+            else:
+                crops = crop_regions(image, regions, self.crop_size)
         elif self.mode == "features":
             missing = [i for i, r in enumerate(regions) if r.features is None]
             if missing:
@@ -105,7 +134,7 @@ class ExampleBuilder:
             features = torch.from_numpy(np.stack([r.features for r in regions]).astype(np.float32)) if regions else torch.zeros(0, 0)
         return Example(post, ids, word_index, word_shapes(post.words), word_hashes(post.words),
                        list(regions), crops, features,
-                       self.target(post, regions))
+                       self.target(post, regions), encodings, blank)
 
     def target(self, post: Post, regions: Sequence[Region]) -> dict[str, torch.Tensor]:
         problem = type_problem(post, self.type_index)
@@ -180,6 +209,9 @@ def collate(examples: Sequence[Example], transform: Optional[Callable[[dict], di
     }
     if examples[0].crops is not None:
         batch["crops"] = torch.cat([e.crops for e in examples])
+    if examples[0].encodings is not None:
+        batch["region_encodings"] = torch.cat([e.encodings for e in examples])
+        batch["blank_encoding"] = examples[0].blank_encoding
     if examples[0].features is not None:
         batch["region_features"] = torch.cat([e.features for e in examples if len(e.regions)]) if sum(batch["region_counts"]) else torch.zeros(0, 1)
     return transform(batch) if transform is not None else batch

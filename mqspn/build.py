@@ -4,7 +4,8 @@ builder. Submodules receive plain values; only these factories read configs.
 
 `build_examples` is the one place that resolves how regions are represented (from the vision encoder),
 the crop size (a CLIP tower's own, else `model.crop_size`) and the image and proposal folders (from the
-data section), for training, prediction, `mqspn data check` and the tests alike.
+data section), for training, prediction, `mqspn data check` and the tests alike; `build_region_cache`
+opens (and fills) a run's region cache, whose encodings then replace the crops.
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from typing import Optional
 import torch
 
 from mqspn.batching import ExampleBuilder
-from mqspn.config import DataConfig, DecodeConfig, LossConfig, ModelConfig, TrainConfig, resolve
+from mqspn.config import Config, DataConfig, DecodeConfig, LossConfig, ModelConfig, TrainConfig, resolve
 from mqspn.model.criterion import LOSSES, SetCriterion, layer_suffix
 from mqspn.model.decode import Decoder
 from mqspn.model.matcher import HungarianMatcher
 from mqspn.model.mqspn import MQSPN
 from mqspn.model.region_scoring import RegionScoring
 from mqspn.proposals import ProposalSource, VinvlProposals
+from mqspn.region_cache import RegionCache, cache_root, open_region_cache
 
 
 def build_model(cfg: ModelConfig, pretrained: bool = True) -> MQSPN:
@@ -79,11 +81,13 @@ def data_folders(data: DataConfig, mode: str) -> tuple[Optional[Path], Optional[
 
 
 def build_examples(model: MQSPN, data: Optional[DataConfig] = None, proposals: Optional[ProposalSource] = None,
-                   images: Optional[Path] = None, truncate: Optional[bool] = None) -> ExampleBuilder:
+                   images: Optional[Path] = None, truncate: Optional[bool] = None,
+                   region_cache: Optional[RegionCache] = None) -> ExampleBuilder:
     """The example builder of `model` for the dataset `data` (its folders; errors when the proposal
     folder that the model's regions need is missing). `proposals` / `images` replace the dataset's own;
     with neither `data` nor them, examples must be given their regions and image (single posts).
-    `truncate`: cut over-long posts with a warning instead of refusing them (default: `data.truncate`)."""
+    `truncate`: cut over-long posts with a warning instead of refusing them (default: `data.truncate`).
+    `region_cache` (`build_region_cache`): examples carry its encodings instead of crops."""
     mode = model.config.region_mode
     if data is not None:
         image_dir, folder = data_folders(data, mode)
@@ -96,4 +100,14 @@ def build_examples(model: MQSPN, data: Optional[DataConfig] = None, proposals: O
     if truncate is None:
         truncate = data is not None and data.truncate
     return ExampleBuilder(model.text_encoder.tokenize, model.config.types, mode, model.crop_size, proposals, images,
-                          truncate)
+                          truncate, region_cache)
+
+
+def build_region_cache(model: MQSPN, cfg: Config, out: Path, images: list[str],
+                       progress: bool = False) -> Optional[RegionCache]:
+    """The region cache of a run of `cfg` writing to `out` (`train.region_cache`), holding the encodings
+    of `images` (image names of the dataset) by `model`'s vision tower; None where the run uses none."""
+    root = cache_root(cfg.train, cfg.model, out)
+    if root is None:
+        return None
+    return open_region_cache(root, model, build_examples(model, cfg.data), images, cfg.data.top_k, progress)

@@ -198,9 +198,14 @@ class TrainConfig:
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
     grad_accumulation: int = 1  # micro-batches per optimizer step; each holds batch_size / N posts
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast on CUDA and CPU)
+    # Where a vision tower frozen for the whole run keeps its region encodings (`mqspn.region_cache`):
+    # auto (<run folder>/region-cache, where it applies) | off (crops in memory) | <folder> (shared by runs).
+    region_cache: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if self.region_cache is False:  # YAML 1.1 reads a bare `off` as false
+            self.region_cache = "off"
         check_types(self, "train")
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
@@ -238,7 +243,8 @@ MOVED = {
 }
 #: Keys whose default changed, with the value older versions built with: a resolved config saved by one of
 #: them (a run's config.yaml, a model directory's config.json) lacks the key and means that value.
-EARLIER_DEFAULTS = {("model", "type_query_projection"): "trained", ("model", "refine_states"): False}
+EARLIER_DEFAULTS = {("model", "type_query_projection"): "trained", ("model", "refine_states"): False,
+                    ("train", "region_cache"): "off"}
 #: Keys replaced by several new ones: (section, old key) -> the keys that each take its value.
 SPLIT = {("train", "freeze_epochs"): ("freeze_text_epochs", "freeze_vision_epochs")}
 

@@ -8,6 +8,7 @@ Run directory:
   best/                model directory of the best dev GMNER F1 epoch
   test_metrics.json    test scores of best/ (computed once, after the last epoch)
   test_predictions.jsonl
+  region-cache/        a frozen vision tower's region encodings (`train.region_cache: auto`; `mqspn.region_cache`)
 
 Under several processes (`mqspn.distributed`) every process trains a replica on its share of each
 batch and scores its share of dev/test; the first process alone writes the run directory.
@@ -33,7 +34,7 @@ from tqdm import tqdm
 from mqspn import checkpoint, distributed
 from mqspn.batching import PostDataset, collate, to_device
 from mqspn.build import (build_criterion, build_decoder, build_examples, build_model, build_optimizer,
-                         build_scheduler)
+                         build_region_cache, build_scheduler)
 from mqspn.config import Config, load_config, resolve
 from mqspn.data.datasets import dataset_types, read_split, split_file
 from mqspn.engine import predict_batches, train_one_epoch
@@ -142,14 +143,15 @@ class Run:
         if self.world > 1:
             # The replicas start equal (same seed); dropout and crop augmentation then differ per process.
             seed_everything(cfg.train.seed + distributed.rank())
-        self.builder = build_examples(self.model, cfg.data)
         self.augment = CropAugment(cfg.train.crop_augment)
         self.train_posts = read_posts(cfg, "train")
         if cfg.train.max_train_posts > 0:
             self.train_posts = self.train_posts[: cfg.train.max_train_posts]
+        self.dev_posts, self.test_posts = read_posts(cfg, "dev"), read_posts(cfg, "test")
+        self.region_cache = self._open_region_cache()
+        self.builder = build_examples(self.model, cfg.data, region_cache=self.region_cache)
         self.generator = torch.Generator().manual_seed(cfg.train.seed)
         self.train_loader = train_loader(self.train_posts, self.builder, cfg, self.generator, self.augment)
-        self.dev_posts, self.test_posts = read_posts(cfg, "dev"), read_posts(cfg, "test")
         self.dev_loader = loader(shard(self.dev_posts), self.builder, cfg.train.eval_batch_size, False)
         self.test_loader = loader(shard(self.test_posts), self.builder, cfg.train.eval_batch_size, False)
         self._build_examples()
@@ -161,6 +163,15 @@ class Run:
         self.epoch, self.best = 0, {"epoch": None, "gmner_f1": -1.0}
         if resume_state is not None:
             self._restore(resume_state)
+
+    def _open_region_cache(self):
+        """The run's region cache (`mqspn.region_cache`), filled with the images of the three splits, or
+        None where the run holds crops instead."""
+        images = [post.image for post in (*self.train_posts, *self.dev_posts, *self.test_posts)]
+        progress = self.cfg.train.progress and distributed.is_main()
+        cache = build_region_cache(self.model, self.cfg, self.out, images, progress) if distributed.is_main() else None
+        distributed.barrier()  # the first process has filled it: the others find every image there
+        return cache or build_region_cache(self.model, self.cfg, self.out, images)
 
     def _build_examples(self) -> None:
         """Every example of the three splits, before epoch 1: a bad image, proposal file, entity type or
@@ -302,6 +313,10 @@ class Run:
     def test(self) -> dict:
         """Score the test split once, with the best-dev checkpoint."""
         distributed.barrier()  # the first process has written best/
+        # Training is over and its state is in last/: its gradients and AdamW moments (1.3 GB at paper shapes
+        # once BERT trains) make room for best/, whose loading holds a second copy of the weights.
+        self.model.zero_grad(set_to_none=True)
+        self.optimizer.state.clear()
         best = checkpoint.from_pretrained(self.out / "best", self.device)
         test_posts = self.test_posts
         preds = gathered_predictions(best, self.test_loader, self.cfg, self.device, "test")

@@ -38,7 +38,8 @@ class MQSPN(nn.Module):
 
     Batch keys (see `mqspn.batching.collate`): input_ids/attention_mask/word_index [B, L],
     word_mask/word_shapes/word_hashes [B, n], region_counts (list of k_i), crops [R, 3, S, S] (uint8, or
-    float 0..255 once augmented) or region_features [R, D].
+    float 0..255 once augmented) or region_features [R, D], or a frozen tower's outputs read from the
+    region cache (`mqspn.region_cache`): region_encodings [R, H_v] and blank_encoding [H_v].
     """
 
     def __init__(self, cfg: ModelConfig, pretrained: bool = True) -> None:
@@ -129,6 +130,8 @@ class MQSPN(nn.Module):
         """-> [R, h] for all regions of the batch (R > 0), in order."""
         if self.config.vision_encoder == "features":
             return self.region_proj(batch["region_features"])
+        if "region_encodings" in batch:
+            return self.region_proj(batch["region_encodings"])
         crops = batch["crops"]
         if not self._vision_cached():
             return self.region_proj(self.vision_encoder(crops))
@@ -151,12 +154,14 @@ class MQSPN(nn.Module):
         """Whether the crop encoder is a frozen pretrained one, whose outputs are cached per post."""
         return self.frozen.get("vision", False)
 
-    def _ungroundable_slot(self) -> torch.Tensor:
+    def _ungroundable_slot(self, batch) -> torch.Tensor:
         """-> [h]: slot 0, the encoding of a blank (white) image or a learned vector. A frozen pretrained
         encoder's blank encoding is the same in every forward: it is kept in the crop cache (a CLIP call
-        per step otherwise)."""
+        per step otherwise), or comes with the batch from the region cache."""
         if hasattr(self, "ungroundable"):
             return self.ungroundable
+        if "blank_encoding" in batch:
+            return self.region_proj(batch["blank_encoding"][None])[0]
         if not self._vision_cached():
             return self.region_proj(self.vision_encoder(self._blank_image()))[0]
 
@@ -170,8 +175,9 @@ class MQSPN(nn.Module):
         """-> (slot 0 [h], the batch's regions [R, h], R > 0). A pretrained crop encoder that trains sees
         the blank image and all the crops in one call: a ViT call has a fixed cost per call, and the
         backward pass a second one. The crop CNN keeps its two calls, whose numerics the demo's are."""
-        if hasattr(self, "ungroundable") or self._vision_cached() or not getattr(self.vision_encoder, "pretrained", False):
-            return self._ungroundable_slot(), self._encode_regions(batch)
+        if (hasattr(self, "ungroundable") or self._vision_cached() or "region_encodings" in batch
+                or not getattr(self.vision_encoder, "pretrained", False)):
+            return self._ungroundable_slot(batch), self._encode_regions(batch)
         crops = batch["crops"]
         both = self.region_proj(self.vision_encoder(torch.cat([self._blank_image().to(crops.dtype), crops])))
         return both[0], both[1:]
@@ -179,7 +185,7 @@ class MQSPN(nn.Module):
     def _region_states(self, batch, batch_size: int):
         counts = list(batch["region_counts"])
         k = max(counts, default=0)
-        slot0, encoded = self._slot_and_regions(batch) if sum(counts) else (self._ungroundable_slot(), None)
+        slot0, encoded = self._slot_and_regions(batch) if sum(counts) else (self._ungroundable_slot(batch), None)
         regions = slot0.new_zeros(batch_size, k + 1, slot0.shape[-1])
         regions[:, 0] = slot0
         slots = torch.arange(k + 1, device=regions.device)[None, :]
