@@ -215,6 +215,10 @@ class TrainConfig:
     max_train_posts: int = 0  # 0: all; >0: the first N (quick experiments and tests)
     grad_accumulation: int = 1  # micro-batches per optimizer step; each holds batch_size / N posts
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast on CUDA and CPU)
+    # Training batches collated (and crop-augmented) in N DataLoader worker processes; 0: in the training
+    # process. N > 0 draws the augmentation from per-worker generators seeded from train.seed (runs repeat),
+    # another stream than N = 0's.
+    num_workers: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -222,6 +226,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: expected at least 1")
+        if self.num_workers < 0:
+            raise ValueError(f"train.num_workers={self.num_workers}: expected 0 (collate in the training process) "
+                             "or a number of worker processes")
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
                              "to keep an encoder frozen use train.freeze_text_epochs=-1 / freeze_vision_epochs=-1")
