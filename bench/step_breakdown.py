@@ -21,8 +21,10 @@ Beside each step and batch, the input pipeline alone: `pipeline_posts_per_s`, po
 collate + transform (crop augmentation as the recipe sets it, `train.crop_augment`; none in inference)
 on one CPU core, what one DataLoader worker (`train.num_workers`) delivers; `model_posts_per_s`, the
 posts per second of the step or batch it feeds.
-`speedups` times the two changes of issue 13 side by side: the frozen blank slot encoded vs cached,
-and a trained CLIP encoder's blank image and crops in two calls vs one.
+`speedups` times the changes of issue 13 side by side: the frozen blank slot encoded vs cached, a
+trained CLIP encoder's blank image and crops in two calls vs one, and (with `--clip-crop-size`) CLIP
+over the training batch's crops at 224 px vs that size, forward + backward (`clip_crop_fwd_bwd`) and
+forward alone (`clip_crop_fwd`), the two sizes alternated call by call.
 
 `--quick` runs one step of each at reduced shapes, CLIP's reduced crops at 16 of its 32 px (the test
 suite's check that every key is there).
@@ -261,8 +263,9 @@ def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
     return out
 
 
-def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool = True) -> dict:
-    """`shape.name`, `<name>/frozen`, `<name>/predict`; with `speedups`, the `speedups` entry too."""
+def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool = True, crop_size: int = 0) -> dict:
+    """`shape.name`, `<name>/frozen`, `<name>/predict`; with `speedups`, the `speedups` entry too (CLIP at
+    its own size vs `crop_size` among them, when > 0)."""
     name = shape.name
     bench = Bench(shape, device)
     out = {f"{name}/predict": record(bench, repeat(bench.predict_batch, steps),
@@ -278,6 +281,8 @@ def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool
     out[name] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps)
     if speedups:
         out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
+        if crop_size:
+            out["speedups"].update(clip_crop_size(bench, steps, crop_size))
     return out
 
 
@@ -314,6 +319,37 @@ def one_vision_call(bench: Bench, steps: int) -> dict:
     apart = repeat_ms(lambda: timed(lambda: [model.vision_encoder(blank), model.vision_encoder(crops)]), steps)
     together = repeat_ms(lambda: timed(lambda: [model.vision_encoder(torch.cat([blank, crops]))]), steps)
     return side_by_side(apart, together)
+
+
+def clip_crop_size(bench: Bench, steps: int, size: int) -> dict:
+    """CLIP (training) over the training batch's crops at the tower's own size (before) vs resized to
+    `size` px (after): forward + backward, and forward alone without gradients. The two sizes alternate
+    call by call, so a change of the machine's load weighs on both alike."""
+    encoder = bench.model.vision_encoder
+    crops = collate(bench.train_examples)["crops"].to(bench.device)
+    small = torch.nn.functional.interpolate(crops.float(), size=(size, size), mode="bilinear", antialias=True)
+
+    def fwd_bwd(batch: torch.Tensor) -> float:
+        with bench.timer.part("vision"):
+            encoder(batch).sum().backward()
+        encoder.zero_grad(set_to_none=True)
+        return bench.timer.ms.pop("vision")
+
+    def fwd(batch: torch.Tensor) -> float:
+        with bench.timer.part("vision"), torch.no_grad():
+            encoder(batch)
+        return bench.timer.ms.pop("vision")
+
+    return {name: side_by_side(*alternated([lambda: timed(crops), lambda: timed(small)], steps))
+            for name, timed in (("clip_crop_fwd_bwd", fwd_bwd), ("clip_crop_fwd", fwd))}
+
+
+def alternated(calls: list[Callable[[], float]], steps: int) -> list[float]:
+    """The median ms of each call over `steps` rounds that run them in turn, after one warm-up round."""
+    for call in calls:
+        call()
+    rounds = [[call() for call in calls] for _ in range(steps)]
+    return [round(statistics.median(times), 2) for times in zip(*rounds)]
 
 
 def side_by_side(before: float, after: float) -> dict:
@@ -382,7 +418,7 @@ def run(steps: int, quick: bool, device: torch.device, clip_crop_size: int = 0) 
         root = synthetic(folder, 30 if quick else 200)
         result = measure_demo(demo_shape(root, quick), device, steps)
         encoders = paper_encoders(folder, root, quick)
-        result.update(measure_paper(paper_shape(encoders, root, quick), device, steps))
+        result.update(measure_paper(paper_shape(encoders, root, quick), device, steps, crop_size=clip_crop_size))
         if clip_crop_size:
             result.update(measure_paper(paper_shape(encoders, root, quick, clip_crop_size), device, steps, speedups=False))
     papers = ("paper",) + ((f"paper@{clip_crop_size}",) if clip_crop_size else ())
