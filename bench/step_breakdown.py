@@ -1,12 +1,14 @@
 """Where a training step and an inference batch spend their time, part by part, at two shapes.
 
-    .venv/bin/python bench/step_breakdown.py [--steps 5] [--threads 2] [--json] [--quick]
+    .venv/bin/python bench/step_breakdown.py [--steps 5] [--threads 2] [--clip-crop-size 128] [--json] [--quick]
 
 `paper`: BERT-base + CLIP ViT-B/32 with random weights (configs saved in a temp folder; nothing is
 downloaded), hidden 768, u = 60, L = 3, 9 crops + the blank slot, batch 8: the released step (encoders
 training) under `paper`, the frozen step under `paper/frozen` (its first, cache-filling step as
-`first_step`), the inference batch under `paper/predict`. `demo`: the shipped demo recipe (frozen
-MiniLM, crop CNN) at its batch sizes. Posts come from a small synthetic set (`mqspn.synth.generate`).
+`first_step`), the inference batch under `paper/predict`. `paper@128` (`paper@128/frozen`,
+`paper@128/predict`): the same with CLIP's crops at `--clip-crop-size` px (`model.clip_crop_size`,
+position embeddings interpolated; 0: not run). `demo`: the shipped demo recipe (frozen MiniLM, crop CNN)
+at its batch sizes. Posts come from a small synthetic set (`mqspn.synth.generate`).
 
 Parts are timed with `time.perf_counter` around the module calls (forward hooks on the encoders, QFNet
 and heads; a wrapper on the matcher; explicit timers around the rest): data (collate + transfer),
@@ -15,10 +17,17 @@ slot assembly), matching, criterion (without matching), backward, optimizer (cli
 decode. Each figure is the median of `--steps` steps after one warm-up step. Beside them, in the same
 process on the same token ids: bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward
 (`bare_text_fwd`). `peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
-`speedups` times the two changes of issue 13 side by side: the frozen blank slot encoded vs cached,
-and a trained CLIP encoder's blank image and crops in two calls vs one.
+Beside each step and batch, the input pipeline alone: `pipeline_posts_per_s`, posts per second of
+collate + transform (crop augmentation as the recipe sets it, `train.crop_augment`; none in inference)
+on one CPU core, what one DataLoader worker (`train.num_workers`) delivers; `model_posts_per_s`, the
+posts per second of the step or batch it feeds.
+`speedups` times the changes of issue 13 side by side: the frozen blank slot encoded vs cached, a
+trained CLIP encoder's blank image and crops in two calls vs one, and (with `--clip-crop-size`) CLIP
+over the training batch's crops at 224 px vs that size, forward + backward (`clip_crop_fwd_bwd`) and
+forward alone (`clip_crop_fwd`), the two sizes alternated call by call.
 
-`--quick` runs one step of each at reduced shapes (the test suite's check that every key is there).
+`--quick` runs one step of each at reduced shapes, CLIP's reduced crops at 16 of its 32 px (the test
+suite's check that every key is there).
 """
 from __future__ import annotations
 
@@ -124,6 +133,7 @@ class Bench:
         dataset = PostDataset(posts, build_examples(self.model, cfg.data))
         self.train_examples = [dataset[i] for i in range(shape.batch_size)]
         self.eval_examples = [dataset[i] for i in range(shape.eval_batch_size)]
+        self.batch_size = shape.batch_size
         self.timer = PartTimer(device)
         for name in MODULE_PARTS:
             self.timer.hook(getattr(self.model, name), name)
@@ -161,6 +171,24 @@ class Bench:
         with timer.part("decode"):
             self.decoder(outputs, [len(p.words) for p in batch["posts"]], batch["regions"])
         return self._parts(("data", "forward", "decode"))
+
+    def pipeline_posts_per_s(self, steps: int, train: bool) -> float:
+        """Posts per second of the input pipeline alone (collate + transform, no transfer) on one CPU core:
+        the training batch with the recipe's crop augmentation, or the inference batch."""
+        examples, transform = (self.train_examples, self.augment) if train else (self.eval_examples, None)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # what a DataLoader worker runs with
+
+        def collated() -> float:
+            start = time.perf_counter()
+            collate(examples, transform)
+            return (time.perf_counter() - start) * 1000
+
+        try:
+            ms = repeat_ms(collated, max(steps, 5))  # a batch takes milliseconds: more than the steps' few
+        finally:
+            torch.set_num_threads(threads)
+        return round(1000 * len(examples) / ms, 1)
 
     def _parts(self, stages: tuple[str, ...]) -> dict[str, float]:
         ms = dict(self.timer.ms)
@@ -213,35 +241,48 @@ def peak_rss_mb() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def record(parts: dict[str, float], total_key: str, bare_key: str, bare: float, **extra) -> dict:
+def record(bench: Bench, parts: dict[str, float], bare: float, steps: int, **extra) -> dict:
+    """One entry: a training step's parts (they hold `backward`) or an inference batch's, its total, the
+    bare text encoder's time and the input pipeline's posts/s beside the model's."""
     parts = dict(parts)
     total = parts.pop("total")
-    return {"parts": parts, total_key: total, bare_key: bare, **extra, "peak_rss_mb": peak_rss_mb()}
+    train = "backward" in parts
+    posts = bench.batch_size if train else len(bench.eval_examples)
+    keys = ("step_total", "bare_text_fwd_bwd") if train else ("batch_total", "bare_text_fwd")
+    return {"parts": parts, keys[0]: total, keys[1]: bare, **extra,
+            "pipeline_posts_per_s": bench.pipeline_posts_per_s(steps, train),
+            "model_posts_per_s": round(1000 * posts / total, 2), "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
     bench = Bench(shape, device)
-    out = {"demo/predict": record(repeat(bench.predict_batch, steps), "batch_total", "bare_text_fwd",
-                                  repeat_ms(lambda: bench.bare_text(False), steps))}
+    out = {"demo/predict": record(bench, repeat(bench.predict_batch, steps),
+                                  repeat_ms(lambda: bench.bare_text(False), steps), steps)}
     bench.model.set_encoders_frozen(**shape.cfg.train.frozen_at(0))  # the recipe's first epoch
-    out["demo"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd",
-                         repeat_ms(lambda: bench.bare_text(True), steps))
+    out["demo"] = record(bench, repeat(bench.train_step, steps), repeat_ms(lambda: bench.bare_text(True), steps), steps)
     return out
 
 
-def measure_paper(shape: Shape, device: torch.device, steps: int) -> dict:
+def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool = True, crop_size: int = 0) -> dict:
+    """`shape.name`, `<name>/frozen`, `<name>/predict`; with `speedups`, the `speedups` entry too (CLIP at
+    its own size vs `crop_size` among them, when > 0)."""
+    name = shape.name
     bench = Bench(shape, device)
-    out = {"paper/predict": record(repeat(bench.predict_batch, steps), "batch_total", "bare_text_fwd",
-                                   repeat_ms(lambda: bench.bare_text(False), steps))}
+    out = {f"{name}/predict": record(bench, repeat(bench.predict_batch, steps),
+                                     repeat_ms(lambda: bench.bare_text(False), steps), steps)}
     bare_fwd_bwd = repeat_ms(lambda: bench.bare_text(True), steps)
     bench.model.set_encoders_frozen(text=True, vision=True)
     first = bench.train_step()["total"]  # fills the frozen caches
-    out["paper/frozen"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd", bare_fwd_bwd,
-                                 first_step=round(first, 2))
-    out["speedups"] = {"blank_slot": blank_slot(bench, steps)}
+    out[f"{name}/frozen"] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps,
+                                   first_step=round(first, 2))
+    if speedups:
+        out["speedups"] = {"blank_slot": blank_slot(bench, steps)}
     bench.model.set_encoders_frozen(text=False, vision=False)
-    out["paper"] = record(repeat(bench.train_step, steps), "step_total", "bare_text_fwd_bwd", bare_fwd_bwd)
-    out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
+    out[name] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps)
+    if speedups:
+        out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
+        if crop_size:
+            out["speedups"].update(clip_crop_size(bench, steps, crop_size))
     return out
 
 
@@ -280,6 +321,37 @@ def one_vision_call(bench: Bench, steps: int) -> dict:
     return side_by_side(apart, together)
 
 
+def clip_crop_size(bench: Bench, steps: int, size: int) -> dict:
+    """CLIP (training) over the training batch's crops at the tower's own size (before) vs resized to
+    `size` px (after): forward + backward, and forward alone without gradients. The two sizes alternate
+    call by call, so a change of the machine's load weighs on both alike."""
+    encoder = bench.model.vision_encoder
+    crops = collate(bench.train_examples)["crops"].to(bench.device)
+    small = torch.nn.functional.interpolate(crops.float(), size=(size, size), mode="bilinear", antialias=True)
+
+    def fwd_bwd(batch: torch.Tensor) -> float:
+        with bench.timer.part("vision"):
+            encoder(batch).sum().backward()
+        encoder.zero_grad(set_to_none=True)
+        return bench.timer.ms.pop("vision")
+
+    def fwd(batch: torch.Tensor) -> float:
+        with bench.timer.part("vision"), torch.no_grad():
+            encoder(batch)
+        return bench.timer.ms.pop("vision")
+
+    return {name: side_by_side(*alternated([lambda: timed(crops), lambda: timed(small)], steps))
+            for name, timed in (("clip_crop_fwd_bwd", fwd_bwd), ("clip_crop_fwd", fwd))}
+
+
+def alternated(calls: list[Callable[[], float]], steps: int) -> list[float]:
+    """The median ms of each call over `steps` rounds that run them in turn, after one warm-up round."""
+    for call in calls:
+        call()
+    rounds = [[call() for call in calls] for _ in range(steps)]
+    return [round(statistics.median(times), 2) for times in zip(*rounds)]
+
+
 def side_by_side(before: float, after: float) -> dict:
     return {"before": before, "after": after, "ratio": round(before / max(after, 1e-9), 2)}
 
@@ -314,16 +386,19 @@ def paper_encoders(folder: Path, root: Path, quick: bool) -> tuple[Path, Path]:
     return text, vision
 
 
-def paper_shape(folder: Path, root: Path, quick: bool) -> Shape:
-    text, vision = paper_encoders(folder, root, quick)
+def paper_shape(encoders: tuple[Path, Path], root: Path, quick: bool, clip_crop_size: Optional[int] = None) -> Shape:
+    """The paper's network on `encoders` (`paper_encoders`); CLIP's crops at `clip_crop_size` px (None:
+    its own 224, named `paper`; else `paper@<size>`)."""
+    text, vision = encoders
     size = dict(hidden_size=64, head_size=32, num_heads=2, num_layers=2, num_queries=8) if quick else \
         dict(hidden_size=768, head_size=768, num_heads=12, num_layers=3, num_queries=60)
     cfg = Config(data=DataConfig(root=str(root), top_k=3 if quick else 9),
-                 model=ModelConfig(text_encoder=str(text), vision_encoder=f"clip:{vision}", **size),
+                 model=ModelConfig(text_encoder=str(text), vision_encoder=f"clip:{vision}",
+                                   clip_crop_size=clip_crop_size, **size),
                  loss=LossConfig(max_targets=45),
                  train=TrainConfig(lr=2e-5, encoder_lr=2e-5, freeze_text_epochs=5, freeze_vision_epochs=-1, progress=False))
     batch = 2 if quick else 8
-    return Shape("paper", cfg, batch, batch)
+    return Shape("paper" if clip_crop_size is None else f"paper@{clip_crop_size}", cfg, batch, batch)
 
 
 def demo_shape(root: Path, quick: bool) -> Shape:
@@ -336,13 +411,18 @@ def demo_shape(root: Path, quick: bool) -> Shape:
     return Shape("demo", cfg, cfg.train.batch_size, cfg.train.eval_batch_size)
 
 
-def run(steps: int, quick: bool, device: torch.device) -> dict:
+def run(steps: int, quick: bool, device: torch.device, clip_crop_size: int = 0) -> dict:
+    """Every entry; `clip_crop_size` > 0 adds the paper's shapes with CLIP at that crop size."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         root = synthetic(folder, 30 if quick else 200)
         result = measure_demo(demo_shape(root, quick), device, steps)
-        result.update(measure_paper(paper_shape(folder, root, quick), device, steps))
-    order = ("paper", "paper/frozen", "paper/predict", "demo", "demo/predict", "speedups")
+        encoders = paper_encoders(folder, root, quick)
+        result.update(measure_paper(paper_shape(encoders, root, quick), device, steps, crop_size=clip_crop_size))
+        if clip_crop_size:
+            result.update(measure_paper(paper_shape(encoders, root, quick, clip_crop_size), device, steps, speedups=False))
+    papers = ("paper",) + ((f"paper@{clip_crop_size}",) if clip_crop_size else ())
+    order = [f"{p}{suffix}" for p in papers for suffix in ("", "/frozen", "/predict")] + ["demo", "demo/predict", "speedups"]
     return {key: result[key] for key in order}
 
 
@@ -362,6 +442,10 @@ def table(result: dict) -> str:
         if "first_step" in entry:
             lines.append(f"  {'first_step':<15s} {entry['first_step']:10.1f} ms  (fills the frozen caches)")
         lines.append(f"  {bare_key:<15s} {entry[bare_key]:10.1f} ms  -> {total / entry[bare_key]:.2f}x")
+        if "first_step" in entry:
+            lines.append(f"  {'first / bare':<15s} {'':10s}     -> {entry['first_step'] / entry[bare_key]:.2f}x")
+        lines.append(f"  {'posts/s':<15s} {entry['model_posts_per_s']:10.2f} model, "
+                     f"{entry['pipeline_posts_per_s']:.1f} input pipeline (one core)")
         lines.append(f"  {'peak_rss_mb':<15s} {entry['peak_rss_mb']:10d}")
     lines.append("speedups (before / after, ms)")
     for name, entry in result["speedups"].items():
@@ -375,11 +459,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--clip-crop-size", type=int, default=128,
+                        help="also run the paper's shapes with CLIP's crops at this size (model.clip_crop_size; "
+                             "a multiple of 32; --quick: 16); 0: not run (default 128)")
     parser.add_argument("--quick", action="store_true", help="one step of each at reduced shapes (tests)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = run(1 if args.quick else args.steps, args.quick, torch.device(args.device))
+    crop = 16 if args.quick and args.clip_crop_size else args.clip_crop_size  # the quick tower is 32 px
+    result = run(1 if args.quick else args.steps, args.quick, torch.device(args.device), crop)
     print(json.dumps(result) if args.json else table(result))
     return 0
 

@@ -90,7 +90,12 @@ class ModelConfig:
     text_encoder: str = "tiny"  # tiny | minilm | <local HF model folder>
     vision_encoder: str = "cnn"  # cnn | clip:<local CLIP folder> | features | none
     ungroundable_slot: str = "blank"  # blank (encoding of a blank image, paper) | learned
-    crop_size: int = 32
+    crop_size: int = 32  # side of the crop CNN's region crops, in pixels (vision_encoder cnn)
+    # Side of a CLIP encoder's crops: None, the tower's own input size (224 for ViT-B/32: the paper); a
+    # multiple of its patch size, e.g. 128, interpolates its position embeddings (a speed switch: 16
+    # patches a crop instead of 49). Its own key: files saved before it hold crop_size 32 beside a CLIP
+    # encoder, which meant the tower's size.
+    clip_crop_size: Optional[int] = None
     feature_dim: int = 2048  # vision_encoder=features: the detector feature size
     hidden_size: int = 128
     head_size: int = 64
@@ -124,6 +129,21 @@ class ModelConfig:
             _check_choice("model", self, "vision_encoder", ("cnn", "features", "none"))
         if self.word_buckets < 0:
             raise ValueError(f"model.word_buckets={self.word_buckets}: expected 0 (off) or a number of rows")
+        self._check_crop_sizes()
+
+    def _check_crop_sizes(self) -> None:
+        """Each crop size applies to its own encoder; set for another, it would be silently unused. (A
+        multiple of the CLIP tower's patch size is checked when the tower is loaded.)"""
+        if self.crop_size < 1:
+            raise ValueError(f"model.crop_size={self.crop_size}: expected a side in pixels (at least 1)")
+        clip = self.vision_encoder.startswith("clip:")
+        if self.clip_crop_size is not None and (not clip or self.clip_crop_size < 1):
+            raise ValueError(f"model.clip_crop_size={self.clip_crop_size}: expected a side in pixels for a "
+                             f"clip:<folder> encoder (vision_encoder={self.vision_encoder}), or null for the "
+                             "tower's own input size" + ("; the crop CNN's side is model.crop_size" if not clip else ""))
+        if clip and self.crop_size != ModelConfig.crop_size:
+            raise ValueError(f"model.crop_size={self.crop_size} is the crop CNN's and a CLIP encoder does not use it; "
+                             "set model.clip_crop_size instead (null: the tower's own input size)")
 
     @property
     def region_mode(self) -> str:
@@ -201,6 +221,10 @@ class TrainConfig:
     # Where a vision tower frozen for the whole run keeps its region encodings (`mqspn.region_cache`):
     # auto (<run folder>/region-cache, where it applies) | off (crops in memory) | <folder> (shared by runs).
     region_cache: str = "auto"
+    # Training batches collated (and crop-augmented) in N DataLoader worker processes; 0: in the training
+    # process. N > 0 draws the augmentation from per-worker generators seeded from train.seed (runs repeat),
+    # another stream than N = 0's.
+    num_workers: int = 0
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -210,6 +234,9 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name}={getattr(self, name)}: expected at least 1")
+        if self.num_workers < 0:
+            raise ValueError(f"train.num_workers={self.num_workers}: expected 0 (collate in the training process) "
+                             "or a number of worker processes")
         if self.finetune_layers == 0 or self.finetune_layers < -1:
             raise ValueError(f"train.finetune_layers={self.finetune_layers}: expected -1 (all layers) or N >= 1; "
                              "to keep an encoder frozen use train.freeze_text_epochs=-1 / freeze_vision_epochs=-1")
@@ -274,6 +301,11 @@ class Config:
 
 def fill_earlier_defaults(raw: dict) -> dict:
     """A resolved config dict (saved by `mqspn train`) with the keys it lacks set as its version built them."""
+    model = raw.get("model")
+    if isinstance(model, dict) and "clip_crop_size" not in model and str(model.get("vision_encoder", "")).startswith("clip:"):
+        # Saved before model.clip_crop_size: the crops were the tower's size (what the missing key means)
+        # and crop_size, the CNN's, went unused whatever it held.
+        raw["model"] = dict(model, crop_size=ModelConfig.crop_size)
     for (section, key), value in EARLIER_DEFAULTS.items():
         if isinstance(raw.get(section), dict):
             raw[section] = {key: value, **raw[section]}

@@ -5,7 +5,8 @@
     post = predictor.predict("Jordan scored 30 points", image="post.jpg", proposals="post.jpg.npz")
 
 The decoding saved with the model is the default; `decode=` overrides any of its keys without
-retraining, e.g. `Predictor.from_pretrained(dir, decode={"entity_threshold": 0.7})`.
+retraining, e.g. `Predictor.from_pretrained(dir, decode={"entity_threshold": 0.7})`. `precision="bf16"`
+runs the model under bf16 autocast (a GPU's bf16 units; on a CPU it works, seldom faster).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from mqspn import checkpoint
 from mqspn.batching import Example, ExampleBuilder, PostDataset, collate
 from mqspn.build import build_decoder, build_examples
 from mqspn.config import Config, DataConfig, DecodeConfig
-from mqspn.engine import predict_batches
+from mqspn.engine import PRECISIONS, autocast, predict_batches
 from mqspn.images import load_image
 from mqspn.proposals import BoxesJson, ProposalSource, fit_regions, read_vinvl
 from mqspn.types import Entity, Post, Region, as_box, text_words
@@ -44,11 +45,15 @@ class Predictor:
 
     `config`: the configuration saved with the model (its loss, decode and data sections); `decode`
     overrides keys of its decode section; `training_data`: what the model was trained on
-    (`checkpoint.training_data`: root, synthetic), None when unknown.
+    (`checkpoint.training_data`: root, synthetic), None when unknown; `precision`: fp32, or bf16 (the
+    forward and decoding under torch.autocast; scores then carry bf16's 3 significant digits).
     """
 
     def __init__(self, model, device: Optional[str] = None, config: Optional[Config] = None,
-                 decode: DecodeArg = None, training_data: Optional[dict] = None) -> None:
+                 decode: DecodeArg = None, training_data: Optional[dict] = None, precision: str = "fp32") -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision={precision!r}: expected one of {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.config = dataclasses.replace(config or Config(), model=model.config)
@@ -59,11 +64,11 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: Optional[str] = None, decode: DecodeArg = None,
-                        verify: bool = True) -> "Predictor":
+                        verify: bool = True, precision: str = "fp32") -> "Predictor":
         """`decode`: keys of the saved decoding to replace; `verify=False` loads weights that differ from
-        their recorded checksum (edited on purpose)."""
+        their recorded checksum (edited on purpose); `precision`: fp32 or bf16."""
         return cls(checkpoint.from_pretrained(directory, verify=verify), device, checkpoint.read_config(directory),
-                   decode, checkpoint.read_training_data(directory))
+                   decode, checkpoint.read_training_data(directory), precision)
 
     @property
     def types(self) -> list[str]:
@@ -133,8 +138,7 @@ class Predictor:
         ids = [post.id for post, _ in prepared]
         if len(set(ids)) < len(ids):
             raise ValueError(f"predict_many: every item needs its own post_id, got {ids}")
-        entities = predict_batches(self.model, [collate([example for _, example in prepared])], self.device,
-                                   self.decoder, progress=False)
+        entities = self._predict_batches([collate([example for _, example in prepared])], progress=False)
         for post, _ in prepared:
             post.entities = entities[post.id]
         return [post for post, _ in prepared]
@@ -146,4 +150,9 @@ class Predictor:
         (resolved as in training), or from `image_dir` / `proposals` where given."""
         loader = torch.utils.data.DataLoader(PostDataset(posts, self.builder(data, proposals, image_dir)),
                                              batch_size=batch_size, collate_fn=collate)
-        return predict_batches(self.model, loader, self.device, self.decoder, progress)
+        return self._predict_batches(loader, progress)
+
+    def _predict_batches(self, batches, progress: bool) -> dict[str, list[Entity]]:
+        """`engine.predict_batches` of the model at this predictor's precision."""
+        with autocast(self.device, self.precision):
+            return predict_batches(self.model, batches, self.device, self.decoder, progress)

@@ -70,25 +70,35 @@ def read_posts(cfg: Config, split: str):
 
 
 def loader(posts, builder, batch_size: int, shuffle: bool, generator: Optional[torch.Generator] = None,
-           sampler=None, transform=None):
+           sampler=None, transform=None, workers: int = 0):
+    """Batches of `posts`, collated and transformed in this process or in `workers` worker processes; in
+    page-locked memory when the device is a GPU (faster copies to it).
+
+    Workers start anew each epoch (not persistent): they see the examples built before epoch 1 and the
+    transform's per-epoch switch (`CropAugment.active`). Torch seeds each one's generators from a number
+    that every epoch draws from `generator` (or the global generator), workers or not, so a run repeats
+    and the shuffle is the same for any number of workers; only their random draws (crop augmentation)
+    differ from the training process's."""
     return torch.utils.data.DataLoader(PostDataset(posts, builder), batch_size=batch_size, shuffle=shuffle,
-                                       generator=generator, sampler=sampler,
+                                       generator=generator, sampler=sampler, num_workers=workers,
+                                       pin_memory=distributed.device().type == "cuda",
                                        collate_fn=functools.partial(collate, transform=transform))
 
 
 def train_loader(posts, builder, cfg: Config, generator: torch.Generator, transform=None):
-    """Shuffled training batches of batch_size / grad_accumulation posts (the micro-batches of a step);
-    under N processes each takes 1 / N of every one (a sampler seeded by seed and epoch: call
-    `sampler.set_epoch`), so the global batch stays the same."""
+    """Shuffled training batches of batch_size / grad_accumulation posts (the micro-batches of a step),
+    collated in `train.num_workers` workers; under N processes each takes 1 / N of every one (a sampler
+    seeded by seed and epoch: call `sampler.set_epoch`), so the global batch stays the same."""
     world = distributed.world_size()
     micro = cfg.train.batch_size // cfg.train.grad_accumulation  # train.grad_accumulation micro-batches per step
+    workers = cfg.train.num_workers
     if world == 1:
-        return loader(posts, builder, micro, True, generator, transform=transform)
+        return loader(posts, builder, micro, True, generator, transform=transform, workers=workers)
     if micro % world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} does not split over {world} processes"
                          f" x {cfg.train.grad_accumulation} micro-batches; use a multiple of {world * cfg.train.grad_accumulation}")
     sampler = torch.utils.data.DistributedSampler(posts, world, distributed.rank(), shuffle=True, seed=cfg.train.seed)
-    return loader(posts, builder, micro // world, False, sampler=sampler, transform=transform)
+    return loader(posts, builder, micro // world, False, sampler=sampler, transform=transform, workers=workers)
 
 
 def shard(posts: list) -> list:

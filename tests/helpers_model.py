@@ -43,10 +43,10 @@ def tiny_model(seed: int = 0, **overrides) -> MQSPN:
     return MQSPN(tiny_config(**overrides))
 
 
-def save_tiny_clip(folder: Path) -> Path:
-    """A random-init CLIP vision tower (32 x 32 input, one block) saved as a local model folder."""
+def save_tiny_clip(folder: Path, image_size: int = 32, patch_size: int = 8) -> Path:
+    """A random-init CLIP vision tower (32 x 32 input in 8 px patches, one block) saved as a local model folder."""
     config = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                              image_size=32, patch_size=8)
+                              image_size=image_size, patch_size=patch_size)
     torch.manual_seed(0)
     CLIPVisionModel(config).save_pretrained(folder)
     return folder

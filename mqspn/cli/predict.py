@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override the model's saved decoding, e.g. --set decode.entity_threshold=0.7 (repeatable)")
     split.add_argument("--json", action="store_true",
                        help="print a summary object {posts, seconds, posts_per_s, out} on stdout")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="bf16: the model under bf16 autocast (for a GPU's bf16 units; default fp32)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars (the split's shows posts/s)")
     p.add_argument("--no-verify", action="store_true",
                    help="load weights that differ from the checksums saved with them (edited on purpose)")
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     DecodeConfig(**raw.get("decode", {}))  # each value checked now, before the model loads
     from mqspn.predictor import Predictor
 
-    predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"), verify=not args.no_verify)
+    predictor = Predictor.from_pretrained(args.model, decode=raw.get("decode"), verify=not args.no_verify,
+                                          precision=args.precision)
     if (predictor.training_data or {}).get("synthetic"):
         print(f"mqspn predict: note: {args.model} was trained on the synthetic benchmark "
               f"({predictor.training_data['root']}); on real posts its answers mean little. For real posts use "

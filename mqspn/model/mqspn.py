@@ -10,7 +10,7 @@ from mqspn.model.heads import MSPHeads
 from mqspn.model.qfnet import QFNet
 from mqspn.model.queries import QuerySet, type_words
 from mqspn.model.text_encoder import TextEncoder
-from mqspn.model.vision_encoder import build_vision_encoder
+from mqspn.model.vision_encoder import ClipRegionEncoder, build_vision_encoder
 from mqspn.text_features import SHAPES
 
 #: The crop cache's key of the blank image's encoding (crop keys are (shape, dtype, digest) triples).
@@ -74,8 +74,11 @@ class MQSPN(nn.Module):
 
     @property
     def crop_size(self) -> int:
-        """Side of the region crops: a CLIP tower's own input size, else `config.crop_size`."""
-        return getattr(self.vision_encoder, "image_size", self.config.crop_size)
+        """Side of the region crops: a CLIP tower's (`config.clip_crop_size`, None: its own input size;
+        a side that is not a multiple of its patch size is a ValueError), else `config.crop_size`."""
+        if isinstance(self.vision_encoder, ClipRegionEncoder):
+            return self.vision_encoder.crop_size(self.config.clip_crop_size)
+        return self.config.crop_size
 
     # -- freezing -----------------------------------------------------------------------------------
     def pretrained_encoders(self) -> dict[str, nn.Module]:

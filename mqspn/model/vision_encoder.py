@@ -2,7 +2,8 @@
 
 `ModelConfig.vision_encoder`:
 - `cnn`: a small CNN over the region crops, trained from scratch (demo and tests);
-- `clip:<folder>`: the CLIP vision tower from a local folder (paper: ViT-B/32), pooled output;
+- `clip:<folder>`: the CLIP vision tower from a local folder (paper: ViT-B/32), pooled output; its crops
+  are the tower's own input size, or `model.clip_crop_size` (position embeddings interpolated);
 - `features`: the detector's own box features (VinVL 2048-d), projected; no crops are made;
 - `none`: text only, every entity ungroundable.
 Crops arrive as uint8 [N, 3, S, S]; normalisation happens here so the crop cache stays compact.
@@ -49,13 +50,16 @@ class CropCNN(nn.Module):
 
 
 class ClipRegionEncoder(nn.Module):
-    """crops uint8 [N, 3, S, S] (S = the tower's image size) -> pooled CLIP states [N, H]."""
+    """crops uint8 [N, 3, S, S] -> pooled CLIP states [N, H]. S is the tower's image size, or another
+    multiple of its patch size (`crop_size`): the tower then interpolates its position embeddings
+    (bicubic, transformers' `interpolate_pos_encoding`) to the (S / patch)^2 patches a crop has."""
 
     def __init__(self, tower: nn.Module) -> None:
         super().__init__()
         self.tower = tower
         self.hidden_size = tower.config.hidden_size
         self.image_size = tower.config.image_size
+        self.patch_size = tower.config.patch_size
         self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.pretrained = True
@@ -73,9 +77,22 @@ class ClipRegionEncoder(nn.Module):
             return cls(CLIPVisionModel.from_pretrained(folder, local_files_only=True))
         return cls(CLIPVisionModel(CLIPVisionConfig.from_pretrained(folder, local_files_only=True)))
 
+    def crop_size(self, requested: int | None) -> int:
+        """The side of this tower's crops for `model.clip_crop_size` = `requested` (None: its own size)."""
+        if requested is None:
+            return self.image_size
+        if requested % self.patch_size:
+            below = max(self.patch_size, requested - requested % self.patch_size)
+            raise ValueError(f"model.clip_crop_size={requested}: the CLIP tower cuts crops into {self.patch_size} px "
+                             f"patches, so the side must be a multiple of {self.patch_size} (e.g. {below} or "
+                             f"{below + self.patch_size}; its own size is {self.image_size})")
+        return requested
+
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         pixels = (crops.float() / 255.0 - self.mean) / self.std
-        return self.tower(pixel_values=pixels).pooler_output
+        # At the tower's own size the plain position embeddings: no interpolation call, the numerics of before.
+        resized = crops.shape[-1] != self.image_size or crops.shape[-2] != self.image_size
+        return self.tower(pixel_values=pixels, interpolate_pos_encoding=resized).pooler_output
 
 
 def build_vision_encoder(name: str, hidden: int, pretrained: bool = True) -> nn.Module | None:
