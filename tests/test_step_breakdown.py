@@ -25,9 +25,9 @@ def test_quick_json_has_every_part_of_every_shape_as_a_number():
     out = subprocess.run([sys.executable, str(BENCH), "--quick", "--json", "--threads", "1"], capture_output=True,
                          text=True, timeout=600, check=True).stdout
     result = json.loads(out)
-    assert set(result) == {"paper", "paper/predict", "demo", "demo/predict", "paper/frozen", "speedups",
-                           "paper@16", "paper@16/frozen", "paper@16/predict"}  # CLIP at 16 of its 32 px
-    for name in ("paper", "paper/frozen", "demo", "paper@16", "paper@16/frozen"):
+    assert set(result) == {"paper", "paper/recipe", "paper/predict", "demo", "demo/predict", "paper/frozen", "speedups",
+                           "paper@16", "paper@16/recipe", "paper@16/frozen", "paper@16/predict"}  # CLIP at 16 of its 32 px
+    for name in ("paper", "paper/recipe", "paper/frozen", "demo", "paper@16", "paper@16/recipe", "paper@16/frozen"):
         assert set(result[name]["parts"]) == TRAIN_PARTS
         assert {"step_total", "bare_text_fwd_bwd", "peak_rss_mb"} <= set(result[name])
     assert is_number(result["paper/frozen"]["first_step"])
