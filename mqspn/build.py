@@ -4,8 +4,9 @@ builder. Submodules receive plain values; only these factories read configs.
 
 `build_examples` is the one place that resolves how regions are represented (from the vision encoder),
 the crop size (`model.clip_crop_size` or the CLIP tower's own, else `model.crop_size`) and the image
-and proposal folders (from the data section), for training, prediction, `mqspn data check` and the tests alike; `build_region_cache`
-opens (and fills) a run's region cache, whose encodings then replace the crops.
+and proposal folders (from the data section), for training, prediction, `mqspn data check` and the
+tests alike; `build_region_cache` opens (and fills) a run's region cache, whose encodings then replace
+the crops.
 """
 from __future__ import annotations
 
