@@ -219,7 +219,7 @@ class TrainConfig:
     grad_accumulation: int = 1  # micro-batches per optimizer step; each holds batch_size / N posts
     precision: str = "fp32"  # fp32 | bf16 (torch.autocast on CUDA and CPU)
     # Where a vision tower frozen for the whole run keeps its region encodings (`mqspn.region_cache`):
-    # auto (<run folder>/region-cache, where it applies) | off (crops in memory) | <folder> (shared by runs).
+    # auto (region-cache beside the run folder, where it applies) | off (crops in memory) | <folder>.
     region_cache: str = "auto"
     # Training batches collated (and crop-augmented) in N DataLoader worker processes; 0: in the training
     # process. N > 0 draws the augmentation from per-worker generators seeded from train.seed (runs repeat),

@@ -61,14 +61,15 @@ def applies(train, model) -> Optional[str]:
 
 
 def cache_root(train, model, out: Path) -> Optional[Path]:
-    """The cache folder of a run writing to `out`: `train.region_cache` auto -> `<out>/region-cache`
-    when the cache applies (else None), off -> None, a folder -> it, or a ValueError when it cannot apply."""
+    """The cache folder of a run writing to `out`: `train.region_cache` auto -> `region-cache` beside the
+    run folder (so the runs of one folder, e.g. the seeds of `mqspn train --seeds`, share it) when the
+    cache applies (else None), off -> None, a folder -> it, or a ValueError when it cannot apply."""
     setting = train.region_cache
     if setting == "off":
         return None
     reason = applies(train, model)
     if setting == "auto":
-        return None if reason else Path(out) / "region-cache"
+        return None if reason else Path(out).resolve().parent / "region-cache"
     if reason:
         raise ValueError(f"train.region_cache={setting}: this run cannot use a region cache: {reason}; "
                          "set train.region_cache=auto (used only where it applies) or off")

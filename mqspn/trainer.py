@@ -8,7 +8,9 @@ Run directory:
   best/                model directory of the best dev GMNER F1 epoch
   test_metrics.json    test scores of best/ (computed once, after the last epoch)
   test_predictions.jsonl
-  region-cache/        a frozen vision tower's region encodings (`train.region_cache: auto`; `mqspn.region_cache`)
+
+Beside it, `../region-cache/`: a frozen vision tower's region encodings, shared by the runs of the same
+folder (`train.region_cache: auto`; `mqspn.region_cache`).
 
 Under several processes (`mqspn.distributed`) every process trains a replica on its share of each
 batch and scores its share of dev/test; the first process alone writes the run directory.

@@ -85,15 +85,15 @@ def metric_lines(run_dir):
 
 
 def test_training_from_the_cache_matches_the_crops_held_in_memory(synth, clip, tmp_path):
-    results = {}
-    for setting in ("off", "auto"):
-        cfg = clip_config(synth, clip, region_cache=setting)
-        results[setting] = Run.start(cfg, tmp_path / setting).run()
+    results, runs = {}, {setting: tmp_path / setting / "run" for setting in ("off", "auto")}
+    for setting, run_dir in runs.items():
+        results[setting] = Run.start(clip_config(synth, clip, region_cache=setting), run_dir).run()
+    # auto: beside the run folder, so the runs of one folder (the seeds of --seeds) share it
     assert (tmp_path / "auto" / "region-cache").is_dir() and not (tmp_path / "off" / "region-cache").exists()
-    for a, b in zip(metric_lines(tmp_path / "off"), metric_lines(tmp_path / "auto")):
+    for a, b in zip(metric_lines(runs["off"]), metric_lines(runs["auto"])):
         assert a.keys() == b.keys()
         assert all(a[k] == pytest.approx(b[k], abs=1e-4) for k in a)
-    off, auto = weights(tmp_path / "off"), weights(tmp_path / "auto")
+    off, auto = weights(runs["off"]), weights(runs["auto"])
     assert all(torch.allclose(off[k], auto[k], atol=1e-5) for k in off)
     assert results["off"] == results["auto"]
 
