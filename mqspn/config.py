@@ -120,6 +120,9 @@ class ModelConfig:
     use_cross_attention: bool = True
     use_region_prefix: bool = True
     use_aggregator: bool = True
+    # The queries' self-attention in every QFNet layer (DETR's, against duplicate predictions): neither the
+    # paper nor the released code has one (see README, "Reproducing the paper").
+    use_query_self_attention: bool = True
 
     def __post_init__(self) -> None:
         check_types(self, "model")

@@ -112,6 +112,8 @@ SWITCHES = {
     "no-cross-attention": {"use_cross_attention": False},
     "no-region-prefix": {"use_region_prefix": False},
     "no-aggregator": {"use_aggregator": False},
+    "no-query-self-attention": {"use_query_self_attention": False},
+    "query-only-qfnet-no-self-attention": {"refine_states": False, "use_query_self_attention": False},
     "query-only-qfnet": {"refine_states": False},
     "query-only-qfnet-no-prefix": {"refine_states": False, "use_region_prefix": False},
     "type-without-region": {"type_uses_region": False},

@@ -27,6 +27,7 @@ PAPER = {
     ("model", "use_cross_attention"): True,
     ("model", "use_region_prefix"): True,
     ("model", "use_aggregator"): True,
+    ("model", "use_query_self_attention"): True,  # a listed deviation (README): neither paper nor code has it
     ("loss", "bipartite_matching"): True,
     ("loss", "null_weight"): "adaptive",  # the released code's N_gt / (B*u - N_gt)
     ("train", "lr"): 2e-5,

@@ -100,6 +100,21 @@ def test_each_switch_removes_exactly_its_path(options, text_reaches, regions_rea
     assert changed(net, "regions", REGIONS) == regions_reach
 
 
+@pytest.mark.parametrize("refine_states", [True, False])
+def test_without_self_attention_no_query_reads_another(refine_states):
+    # With the region prefix off as well, no other path carries one query's state to another (through the
+    # prefix the regions, or in the query-only form the queries, read every query).
+    args = list(inputs())
+    moved = [a.clone() for a in args]
+    moved[0][:, 0] += 1.0  # query 0's initial state
+    for self_attention in (True, False):
+        net = qfnet(refine_states=refine_states, use_region_prefix=False, use_query_self_attention=self_attention)
+        before, after = run(net, *args)[0], run(net, *moved)[0]
+        assert not torch.allclose(before[:, 0], after[:, 0], atol=1e-5)
+        assert torch.allclose(before[:, 1:], after[:, 1:], atol=1e-6) is not self_attention
+    assert not any("self_attn" in name for name, _ in net.named_parameters())
+
+
 def test_the_words_are_refined_without_the_queries():
     # The words attend to words only: the queries never enter the words' states (released code's mask).
     net = qfnet()

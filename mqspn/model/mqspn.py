@@ -66,7 +66,7 @@ class MQSPN(nn.Module):
             self.queries.compute_prompts(self.text_encoder, type_words(cfg.types, cfg.type_prompts))
         self.qfnet = QFNet(cfg.num_layers, h, cfg.num_heads, cfg.dropout, cfg.refine_states,
                            use_cross_attention=cfg.use_cross_attention, use_region_prefix=cfg.use_region_prefix,
-                           use_aggregator=cfg.use_aggregator)
+                           use_aggregator=cfg.use_aggregator, use_query_self_attention=cfg.use_query_self_attention)
         self.heads = MSPHeads(h, cfg.head_size, len(cfg.types), cfg.bilinear_scores, cfg.type_uses_region,
                               cfg.region_uses_span)
         self._caches = {"text": FrozenCache(), "vision": FrozenCache()}

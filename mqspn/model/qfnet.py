@@ -51,14 +51,16 @@ class QueryOnlyLayer(nn.Module):
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
-                 use_region_prefix: bool = True, use_aggregator: bool = True) -> None:
+                 use_region_prefix: bool = True, use_aggregator: bool = True, use_query_self_attention: bool = True) -> None:
         super().__init__()
         h, p = hidden, dropout
         self.use_cross = use_cross_attention
         self.use_prefix = use_region_prefix
         self.use_aggregator = use_aggregator
-        self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
-        self.norm_self = nn.LayerNorm(h)
+        self.use_self = use_query_self_attention
+        if self.use_self:
+            self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
+            self.norm_self = nn.LayerNorm(h)
         if self.use_cross:
             self.text_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
             self.norm_text = nn.LayerNorm(h)
@@ -72,8 +74,8 @@ class QueryOnlyLayer(nn.Module):
         self.drop = nn.Dropout(p)
 
     def forward(self, q, q0, text, text_pad, regions, region_pad):
-        x = self.norm_self(q)
-        q = q + self.drop(self.self_attn(x + q0, x + q0, x, need_weights=False)[0])
+        if self.use_self:
+            q = self_attend(self, q, q0)
         if self.use_cross:
             x = self.norm_text(q)
             q = q + self.drop(self.text_attn(x + q0, text, text, key_padding_mask=text_pad, need_weights=False)[0])
@@ -97,6 +99,12 @@ def _ffn(h: int, p: float) -> nn.Sequential:
     return nn.Sequential(nn.Linear(h, 4 * h), nn.GELU(), nn.Dropout(p), nn.Linear(4 * h, h))
 
 
+def self_attend(layer: nn.Module, q: torch.Tensor, q0: torch.Tensor) -> torch.Tensor:
+    """The queries' pre-norm self-attention block (`layer.self_attn`, `layer.norm_self`), q, q0 [B, u, h]."""
+    x = layer.norm_self(q)
+    return q + layer.drop(layer.self_attn(x + q0, x + q0, x, need_weights=False)[0])
+
+
 class QFNetLayer(nn.Module):
     """One pre-norm layer that refines the queries, the words and the regions (the paper's QFNet layer).
 
@@ -110,16 +118,20 @@ class QFNetLayer(nn.Module):
     - `use_region_prefix` False: the regions attend over themselves only, without the words' and the
       queries' prefix;
     - `use_aggregator` False: no similarity-aware fusion of words and regions into the queries.
-    As in `QueryOnlyLayer`, the initial queries `q0` are added to the queries' attention inputs.
+    `use_query_self_attention` False drops the queries' self-attention block (DETR's; neither the paper
+    nor the released code has one). As in `QueryOnlyLayer`, the initial queries `q0` are added to the
+    queries' attention inputs.
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
-                 use_region_prefix: bool = True, use_aggregator: bool = True) -> None:
+                 use_region_prefix: bool = True, use_aggregator: bool = True, use_query_self_attention: bool = True) -> None:
         super().__init__()
         h, p = hidden, dropout
         self.use_cross, self.use_prefix, self.use_aggregator = use_cross_attention, use_region_prefix, use_aggregator
-        self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
-        self.norm_self = nn.LayerNorm(h)
+        self.use_self = use_query_self_attention
+        if self.use_self:
+            self.self_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
+            self.norm_self = nn.LayerNorm(h)
         # Query-text layer: one attention and one norm shared by words and queries (the words' and the
         # queries' rows attend to the same word keys, as in a BERT layer over [words; queries]).
         self.text_attn = nn.MultiheadAttention(h, heads, dropout=p, batch_first=True)
@@ -138,8 +150,8 @@ class QFNetLayer(nn.Module):
 
     def forward(self, q, q0, text, text_pad, regions, region_pad):
         n = text.shape[1]
-        x = self.norm_self(q)
-        q = q + self.drop(self.self_attn(x + q0, x + q0, x, need_weights=False)[0])
+        if self.use_self:
+            q = self_attend(self, q, q0)
         words = self.norm_text(text)
         rows = torch.cat([words, self.norm_text(q) + q0], 1) if self.use_cross else words
         attended = self.drop(self.text_attn(rows, words, words, key_padding_mask=text_pad, need_weights=False)[0])
