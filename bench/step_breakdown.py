@@ -30,9 +30,11 @@ collate + transform (crop augmentation as the recipe sets it, `train.crop_augmen
 on one CPU core, what one DataLoader worker (`train.num_workers`) delivers; `model_posts_per_s`, the
 posts per second of the step or batch it feeds.
 `speedups` times the changes of issue 13 side by side: the frozen blank slot encoded vs cached, a
-trained CLIP encoder's blank image and crops in two calls vs one, and (with `--clip-crop-size`) CLIP
+trained CLIP encoder's blank image and crops in two calls vs one, (with `--clip-crop-size`) CLIP
 over the training batch's crops at 224 px vs that size, forward + backward (`clip_crop_fwd_bwd`) and
-forward alone (`clip_crop_fwd`), the two sizes alternated call by call.
+forward alone (`clip_crop_fwd`), the two sizes alternated call by call, and the recipe's step with and
+without the queries' self-attention (`query_self_attention`, a second model of the same shape, the two
+models' steps alternated).
 
 `--quick` runs one step of each at reduced shapes, CLIP's reduced crops at 16 of its 32 px (the test
 suite's check that every key is there).
@@ -344,7 +346,20 @@ def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool
         out["speedups"]["one_vision_call"] = one_vision_call(bench, steps)
         if crop_size:
             out["speedups"].update(clip_crop_size(bench, steps, crop_size))
+        out["speedups"]["query_self_attention"] = query_self_attention(shape, bench, steps)
     return out
+
+
+def query_self_attention(shape: Shape, bench: Bench, steps: int) -> dict:
+    """The recipe's step (BERT released, CLIP cached) with the queries' self-attention (before) and
+    without it (`model.use_query_self_attention: false`, after), the two models' steps alternated."""
+    cfg = dataclasses.replace(shape.cfg, model=dataclasses.replace(shape.cfg.model, use_query_self_attention=False))
+    other = Bench(dataclasses.replace(shape, cfg=cfg), bench.device)
+    for each in (bench, other):
+        each.model.set_encoders_frozen(text=True, vision=True)
+        each.train_step()  # fills the crop cache
+        each.model.set_encoders_frozen(text=False, vision=True)
+    return side_by_side(*alternated([lambda: bench.train_step()["total"], lambda: other.train_step()["total"]], steps))
 
 
 def blank_slot(bench: Bench, steps: int) -> dict:

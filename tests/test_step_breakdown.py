@@ -40,7 +40,8 @@ def test_quick_json_has_every_part_of_every_shape_as_a_number():
         assert {"batch_total", "bare_text_fwd", "peak_rss_mb"} <= set(result[name])
     for name, entry in result.items():
         if name == "speedups":
-            assert set(entry) == {"blank_slot", "one_vision_call", "clip_crop_fwd_bwd", "clip_crop_fwd"}
+            assert set(entry) == {"blank_slot", "one_vision_call", "clip_crop_fwd_bwd", "clip_crop_fwd",
+                                  "query_self_attention"}
             assert all(is_number(v) for side in entry.values() for v in side.values())
         else:
             assert entry["pipeline_posts_per_s"] > 0 and entry["model_posts_per_s"] > 0
