@@ -17,7 +17,8 @@ text_encoder, vision_encoder, qfnet, heads, other (the rest of the forward: proj
 slot assembly), matching, criterion (without matching), backward, optimizer (clipping + AdamW),
 decode. Each figure is the median of `--steps` steps after one warm-up step. Beside them, in the same
 process on the batch's own token ids, run in turn with the steps (so that the machine's drift falls on
-both): bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward (`bare_text_fwd`). `peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
+both): bare text-encoder forward + backward (`bare_text_fwd_bwd`) and forward (`bare_text_fwd`).
+`peak_rss_mb` is the process's peak so far (shapes run from light to heavy).
 `gflop` counts the same parts' floating-point operations on one more step (torch's `FlopCounterMode`:
 matrix products and attention; the machine does not change them), `flop_ratio` is the step's GFLOP over
 the bare encoder's, the time ratio the model would have if its products ran at BERT's own FLOP rate, and
@@ -43,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import json
 import random
 import resource
@@ -327,8 +327,8 @@ def measure_demo(shape: Shape, device: torch.device, steps: int) -> dict:
 
 
 def measure_paper(shape: Shape, device: torch.device, steps: int, speedups: bool = True, crop_size: int = 0) -> dict:
-    """`shape.name`, `<name>/recipe`, `<name>/frozen`, `<name>/predict`; with `speedups`, the `speedups` entry too (CLIP at
-    its own size vs `crop_size` among them, when > 0)."""
+    """`shape.name`, `<name>/recipe`, `<name>/frozen`, `<name>/predict`; with `speedups`, the `speedups` entry
+    too (CLIP at its own size vs `crop_size` among them, when > 0, and the queries' self-attention A/B)."""
     name = shape.name
     bench = Bench(shape, device)
     out = {f"{name}/predict": beside_bare(bench, False, steps)}
@@ -453,13 +453,17 @@ def real_texts(folder: Path, count: int, tokenizer) -> list[Post]:
     first such batch of `random.Random(seed).sample`, seed 0, 1, ...), since a batch pads to its longest
     tweet and one random draw may be far longer or shorter than most."""
     posts = read_split(folder, "train")
+    if len(posts) < count:
+        raise ValueError(f"{folder}: its training split holds {len(posts)} posts; the bench's batch needs {count}")
     lengths = [len(tokenizer(post.words, is_split_into_words=True)["input_ids"]) for post in posts]
     draw = random.Random(0)
     typical = statistics.mean(max(draw.sample(lengths, count)) for _ in range(1000))
-    for seed in itertools.count():
+    for seed in range(10_000):
         picked = random.Random(seed).sample(range(len(posts)), count)
         if abs(max(lengths[i] for i in picked) - typical) <= 1:
             return [posts[i] for i in picked]
+    raise ValueError(f"{folder}: no batch of {count} training tweets pads to within a token of the typical "
+                     f"{typical:.1f} in 10,000 draws")
 
 
 def paper_encoders(folder: Path, root: Path, quick: bool, tokenizer=None) -> tuple[Path, Path]:

@@ -51,7 +51,8 @@ class QueryOnlyLayer(nn.Module):
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
-                 use_region_prefix: bool = True, use_aggregator: bool = True, use_query_self_attention: bool = True) -> None:
+                 use_region_prefix: bool = True, use_aggregator: bool = True,
+                 use_query_self_attention: bool = True) -> None:
         super().__init__()
         h, p = hidden, dropout
         self.use_cross = use_cross_attention
@@ -124,7 +125,8 @@ class QFNetLayer(nn.Module):
     """
 
     def __init__(self, hidden: int, heads: int, dropout: float, use_cross_attention: bool = True,
-                 use_region_prefix: bool = True, use_aggregator: bool = True, use_query_self_attention: bool = True) -> None:
+                 use_region_prefix: bool = True, use_aggregator: bool = True,
+                 use_query_self_attention: bool = True) -> None:
         super().__init__()
         h, p = hidden, dropout
         self.use_cross, self.use_prefix, self.use_aggregator = use_cross_attention, use_region_prefix, use_aggregator
